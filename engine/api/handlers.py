@@ -1,0 +1,148 @@
+"""HTTP handlers: parse, call into the processor, shape the answer. Errors are mapped in middlewares."""
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.api import keys as appkeys
+from engine.api.views import incident_view, timeline_view
+from engine.errors import IncidentNotFound, IngestError
+from engine.escalation import MANUAL_ACTIONS, Event, Snooze
+from engine.ingest.alertmanager import parse_payload
+from engine.policy.durations import parse_duration_ms
+from engine.policy.matchers import parse_matcher
+
+
+async def _json_body(request: web.Request, *, required: bool) -> Any:
+    body = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413
+    if not body.strip():
+        if required:
+            raise IngestError("empty body: expected JSON", status=400)
+        return {}
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IngestError(f"body is not valid JSON: {exc}", status=400) from None
+
+
+async def alertmanager(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[appkeys.metrics]
+    status = 500
+    try:
+        app[appkeys.auth].check(request)
+        raw = await _json_body(request, required=True)
+        payload, alerts = parse_payload(raw)
+        for a in alerts:
+            metrics.alerts.labels(a.status.value).inc()
+        result = await app[appkeys.processor].ingest(alerts)
+        metrics.duplicates.inc(result.duplicates)
+        status = 200
+        return web.json_response(
+            {
+                "status": "ok",
+                "alerts": len(alerts),
+                "incidents": result.incidents,
+                "opened": result.opened,
+                "duplicates": result.duplicates,
+                "truncated_alerts": payload.truncated_alerts,
+            }
+        )
+    except IngestError as exc:
+        status = exc.status
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.webhooks.labels(str(status) if status != 500 else "503").inc()
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        limit = min(int(q.get("limit", "100")), 1000)
+    except ValueError:
+        raise IngestError("limit: expected a whole number", status=400) from None
+    label_filters = []
+    for text in q.getall("label", []):
+        try:
+            label_filters.append(parse_matcher(text if any(op in text for op in "=!~") else f'{text}!=""'))
+        except ValueError as exc:
+            raise IngestError(f"label: {exc}", status=400) from None
+    incidents = await request.app[appkeys.store].list_incidents(limit if not q else 1000)
+    out = []
+    for inc in incidents:
+        if "status" in q and inc.status.value not in q["status"].split(","):
+            continue
+        if "severity" in q and inc.severity not in q["severity"].split(","):
+            continue
+        labels = {k: v for a in inc.alerts.values() for k, v in a.labels.items()}
+        if not all(m.matches(labels) for m in label_filters):
+            continue
+        out.append(incident_view(inc, _levels(request, inc.policy)))
+    return web.json_response({"incidents": out[:limit]})
+
+
+def _levels(request: web.Request, policy: str) -> int | None:
+    found = request.app[appkeys.policies]().escalation_policies.get(policy)
+    return len(found.levels) if found else None
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    store = request.app[appkeys.store]
+    incident_id = request.match_info["id"]
+    inc = await store.load(incident_id)
+    if inc is None:
+        raise IncidentNotFound(incident_id)
+    view = incident_view(inc, _levels(request, inc.policy))
+    view["timeline"] = timeline_view(await store.timeline(incident_id))
+    return web.json_response(view)
+
+
+async def incident_action(request: web.Request) -> web.Response:
+    app = request.app
+    app[appkeys.auth].check(request)
+    action = request.match_info["action"]
+    body = await _json_body(request, required=False)
+    if not isinstance(body, dict):
+        raise IngestError("body: expected a JSON object", status=400)
+    by, note = body.get("by", "api"), body.get("note", "")
+    if not isinstance(by, str) or not by or not isinstance(note, str):
+        raise IngestError("by and note must be strings", status=422)
+    event: Event
+    if action == "snooze":
+        try:
+            event = Snooze(by, parse_duration_ms(str(body.get("duration", ""))), note)
+        except ValueError as exc:
+            raise IngestError(f"duration: {exc}", status=422) from None
+    elif action in MANUAL_ACTIONS:
+        event = MANUAL_ACTIONS[action](by, note)
+    else:
+        raise IngestError(
+            f"unknown action {action!r}: use ack, unack, resolve, snooze or escalate", status=404
+        )
+    inc = await app[appkeys.processor].act(request.match_info["id"], event)
+    return web.json_response(incident_view(inc, _levels(request, inc.policy)))
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="OK\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        await request.app[appkeys.store].ping()
+    except Exception as exc:
+        return web.Response(status=503, text=f"store unreachable: {exc}\n")
+    return web.Response(text="OK\n")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/alertmanager", alertmanager)
+    app.router.add_get("/api/v1/incidents", list_incidents)
+    app.router.add_get("/api/v1/incidents/{id}", get_incident)
+    app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)

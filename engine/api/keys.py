@@ -1,0 +1,17 @@
+"""Typed application keys: everything a handler needs is reachable through one of these."""
+
+from aiohttp import web
+
+from engine.api.middlewares import Auth
+from engine.config import Settings
+from engine.metrics import Metrics
+from engine.policy.ref import PolicyRef
+from engine.processor import Processor
+from engine.store.redis import RedisStore
+
+settings = web.AppKey("settings", Settings)
+store = web.AppKey("store", RedisStore)
+processor = web.AppKey("processor", Processor)
+metrics = web.AppKey("metrics", Metrics)
+auth = web.AppKey("auth", Auth)
+policies = web.AppKey("policies", PolicyRef)

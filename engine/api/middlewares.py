@@ -1,0 +1,76 @@
+"""Request context, authentication of write endpoints, and the one place errors become HTTP answers."""
+
+import base64
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from engine.errors import EngineError, IncidentNotFound, IngestError, StoreError
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, detail: Any = None) -> web.Response:
+    return web.json_response({"error": message, "detail": detail}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        request_id=request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
+    )
+    try:
+        return await handler(request)
+    except IngestError as exc:
+        return error(exc.status, str(exc), exc.detail)
+    except IncidentNotFound as exc:
+        return error(404, f"no incident {exc}")
+    except StoreError as exc:
+        log.warning("store_unavailable", path=request.path, error=str(exc))
+        return error(503, "store unavailable, try again", str(exc))
+    except EngineError as exc:
+        return error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        resp = error(exc.status, exc.text or exc.reason if exc.status == 413 else exc.reason)
+        if "WWW-Authenticate" in exc.headers:
+            resp.headers["WWW-Authenticate"] = exc.headers["WWW-Authenticate"]
+        return resp
+
+
+class Auth:
+    """Bearer token and/or basic auth for write endpoints; with neither configured, they are open."""
+
+    def __init__(self, token: str | None, basic: tuple[str, str] | None) -> None:
+        self.token = token
+        self.basic = basic
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or self.basic is not None
+
+    def check(self, request: web.Request) -> None:
+        if not self.enabled:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if self.token is not None and scheme.lower() == "bearer" and hmac.compare_digest(value, self.token):
+            return
+        if self.basic is not None and scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user, password = "", ""
+            if hmac.compare_digest(user, self.basic[0]) & hmac.compare_digest(password, self.basic[1]):
+                return
+        raise web.HTTPUnauthorized(
+            reason="missing or bad credentials",
+            headers={"WWW-Authenticate": 'Bearer, Basic realm="escalation-engine"'},
+        )

@@ -1,0 +1,137 @@
+"""create_app: wires store, processor, scheduler, delivery and routes; tests inject what they replace."""
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from engine.api import keys
+from engine.api.handlers import setup_routes
+from engine.api.middlewares import Auth, errors
+from engine.clock import Clock, SystemClock
+from engine.config import Settings
+from engine.delivery import Delivery, DeliveryConfig
+from engine.escalation import Decision
+from engine.metrics import Metrics
+from engine.notifiers import Notifier, build_notifiers
+from engine.policy.models import PolicySet
+from engine.policy.ref import PolicyRef
+from engine.processor import Processor
+from engine.scheduler import Scheduler
+from engine.store.connect import open_store
+
+log = structlog.get_logger(__name__)
+
+
+def _secret(value: object, path: object) -> str | None:
+    if path is not None:
+        with open(str(path)) as f:
+            return f.read().strip()
+    if value is not None:
+        return value.get_secret_value()  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def make_auth(settings: Settings) -> Auth:
+    token = _secret(settings.auth_token, settings.auth_token_file)
+    password = _secret(settings.auth_basic_password, settings.auth_basic_password_file)
+    basic = (settings.auth_basic_user, password or "") if settings.auth_basic_user else None
+    return Auth(token, basic)
+
+
+def create_app(
+    settings: Settings,
+    policies: PolicySet,
+    *,
+    clock: Clock | None = None,
+    notifiers: Mapping[str, Notifier] | None = None,
+    registry: CollectorRegistry | None = None,
+    redis_url: str | None = None,
+) -> web.Application:
+    """`redis_url` overrides settings (tests); with neither, the embedded redis-server is started."""
+    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
+    clock = clock or SystemClock()
+    metrics = Metrics(registry or CollectorRegistry())
+    ref = PolicyRef(policies)
+    app[keys.settings] = settings
+    app[keys.metrics] = metrics
+    app[keys.auth] = make_auth(settings)
+    app[keys.policies] = ref
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_store(redis_url or settings.redis_url, settings) as store:
+            app[keys.store] = store
+            app[keys.processor] = Processor(store, app[keys.policies], clock, metrics, on_commit)
+            yield
+
+    scheduler_box: list[Scheduler] = []
+    delivery_box: list[Delivery] = []
+
+    def on_commit(d: Decision) -> None:
+        if scheduler_box and d.incident is not None:
+            scheduler_box[0].poke(d.incident.timer_ms)
+        if delivery_box:
+            delivery_box[0].wake.set()
+
+    async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[keys.store]
+        async with aiohttp.ClientSession() as session:
+            chans = (
+                notifiers if notifiers is not None else build_notifiers(ref().channels, session, os.environ)
+            )
+            consumer = f"{socket.gethostname()}-{os.getpid()}"
+            delivery = Delivery(
+                store, chans, app[keys.policies], clock, metrics, _delivery_config(settings, consumer)
+            )
+            scheduler = Scheduler(store, app[keys.processor], clock, metrics, settings.scheduler_max_sleep_s)
+            scheduler.on_outbox = delivery.wake.set
+            scheduler_box.append(scheduler)
+            delivery_box.append(delivery)
+            tasks = [
+                asyncio.create_task(scheduler.run(), name="scheduler"),
+                asyncio.create_task(delivery.run(), name="delivery"),
+                asyncio.create_task(_refresh_counts(app, lambda: list(ref().severities)), name="counts"),
+            ]
+            yield
+            scheduler.stop()
+            delivery.stop()
+            tasks[2].cancel()
+            _, pending = await asyncio.wait(tasks, timeout=settings.delivery_timeout_s + 1)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(workers_ctx)  # appended last: stops first
+    setup_routes(app)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    return app
+
+
+def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
+    return DeliveryConfig(
+        consumer=consumer,
+        poll_s=settings.delivery_poll_s,
+        claim_idle_s=settings.delivery_claim_idle_s,
+        timeout_s=settings.delivery_timeout_s,
+        backoff_s=settings.delivery_backoff_s,
+        backoff_max_s=settings.delivery_backoff_max_s,
+        max_attempts=settings.delivery_max_attempts,
+        public_url=settings.public_url,
+    )
+
+
+async def _refresh_counts(app: web.Application, severities: Callable[[], list[str]]) -> None:
+    """The open-incident gauge comes from the store, so every replica reports the same truth."""
+    while True:
+        try:
+            app[keys.metrics].set_open_counts(await app[keys.store].open_counts(), severities())
+        except Exception as exc:
+            log.debug("counts_refresh_failed", error=str(exc))
+        await asyncio.sleep(5)

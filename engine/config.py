@@ -1,0 +1,42 @@
+"""Process settings from ESCALATION_* environment variables (policies are YAML, see engine.policy)."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESCALATION_", extra="ignore")
+
+    policies: Path = Path("policies")
+    listen: str = "0.0.0.0:9095"
+    redis_url: str | None = None  # None: start the embedded redis-server in data_dir
+    data_dir: Path = Path("data")
+    redis_fsync: Literal["always", "everysec"] = "always"  # embedded only: 200 means on disk
+    public_url: str = ""  # how people reach this engine; used for links in notifications
+
+    # write endpoints: a bearer token and/or basic auth; nothing configured means open
+    auth_token: SecretStr | None = None
+    auth_token_file: Path | None = None
+    auth_basic_user: str | None = None
+    auth_basic_password: SecretStr | None = None
+    auth_basic_password_file: Path | None = None
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    retention_days: float = 30
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+
+    scheduler_max_sleep_s: float = 1.0  # re-check for timers set by other replicas
+    delivery_poll_s: float = 1.0
+    delivery_claim_idle_s: float = 60.0  # a pending delivery this old belongs to a dead replica
+    delivery_timeout_s: float = 10.0
+    delivery_backoff_s: float = 2.0
+    delivery_backoff_max_s: float = 300.0
+    delivery_max_attempts: int = 12
+
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - listening on all interfaces is the documented default

@@ -1,0 +1,224 @@
+"""Outbox -> notifiers: at least once, retries with backoff and jitter, outcomes on the timeline."""
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from engine.clock import Clock
+from engine.errors import PermanentDeliveryError, RetryableDeliveryError, StoreError
+from engine.messages import build_message
+from engine.metrics import Metrics
+from engine.notifiers.base import Action, Notifier
+from engine.policy.models import PolicySet
+from engine.store.redis import OutboxEntry, RedisStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    consumer: str
+    poll_s: float = 1.0
+    claim_idle_s: float = 60.0
+    timeout_s: float = 10.0
+    backoff_s: float = 2.0
+    backoff_max_s: float = 300.0
+    max_attempts: int = 12
+    public_url: str = ""
+    batch: int = 50
+
+
+def expand_target(target: str, policies: PolicySet) -> list[tuple[str, str]]:
+    """A policy target -> the (channel, address) pairs to send to, resolved at send time."""
+    kind, _, name = target.partition(":")
+    if kind in ("pagerduty", "webhook", "email", "slack"):
+        return [(kind, name)]
+    if kind == "user":
+        user = policies.users.get(name)
+        if user is None:
+            return []
+        methods = [("email", user.email), ("slack", user.slack), ("pagerduty", user.pagerduty)]
+        return [(channel, address) for channel, address in methods if address]
+    return []  # schedule:, team: arrive with on-call schedules
+
+
+def _reraise_cancel() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Full jitter: uniform in [base/2, min(max, base * 2**attempt)]."""
+    ceiling = min(max_s, base_s * 2**attempt)
+    return random.uniform(min(base_s / 2, ceiling), ceiling)  # noqa: S311 - jitter, not security
+
+
+class Delivery:
+    def __init__(
+        self,
+        store: RedisStore,
+        notifiers: Mapping[str, Notifier],
+        policies: Callable[[], PolicySet],
+        clock: Clock,
+        metrics: Metrics,
+        config: DeliveryConfig,
+    ) -> None:
+        self.store = store
+        self.notifiers = notifiers
+        self.policies = policies
+        self.clock = clock
+        self.metrics = metrics
+        self.config = config
+        self.wake = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run()."""
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        await self._ensure_groups()
+        last_claim = 0.0
+        while not self._stopping:
+            try:
+                entries = await self.store.read_outbox(self.config.consumer, self.config.batch)
+                if time.monotonic() - last_claim > self.config.claim_idle_s / 4:
+                    last_claim = time.monotonic()
+                    entries += await self.store.claim_stale(
+                        self.config.consumer, int(self.config.claim_idle_s * 1000), self.config.batch
+                    )
+                if entries:
+                    results = await asyncio.gather(*(self.handle(e) for e in entries), return_exceptions=True)
+                    for entry, result in zip(entries, results, strict=True):
+                        if isinstance(result, BaseException):  # left pending: retried after claim_idle_s
+                            log.error("delivery_crashed", entry=entry.entry_id, error=repr(result))
+                    continue
+                await self.store.pump_retries(self.clock.now_ms())
+            except StoreError as exc:
+                _reraise_cancel()  # redis-py can turn a cancelled read into a connection error
+                log.warning("delivery_store_unavailable", error=str(exc))
+            self.wake.clear()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(self.config.poll_s):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _ensure_groups(self) -> None:
+        while True:
+            try:
+                await self.store.ensure_groups()
+                return
+            except StoreError as exc:
+                log.warning("delivery_store_unavailable", error=str(exc))
+                await asyncio.sleep(self.config.poll_s)
+
+    async def handle(self, entry: OutboxEntry) -> None:
+        """Send one outbox entry to every address its target expands to; ack or park retries."""
+        msg = entry.message
+        policies = self.policies()
+        inc = await self.store.load(msg["incident_id"])
+        action = Action(msg["action"])
+        if inc is None:
+            await self.store.ack(entry)
+            return
+        if "channel" in msg:
+            pairs = [(msg["channel"], msg["address"])]
+        else:
+            pairs = expand_target(msg["target"], policies)
+            if not pairs:
+                await self._note(
+                    inc.id, "delivery_failed", "engine", f"{msg['target']}: no contact method to send to"
+                )
+        if action is Action.TRIGGER and not inc.is_open:
+            await self._note(
+                inc.id, "page_skipped", "engine", f"Page to {msg['target']} skipped: already resolved"
+            )
+            await self.store.ack(entry)
+            return
+        retries: list[tuple[int, dict[str, Any]]] = []
+        for channel, address in pairs:
+            attempt = int(msg.get("attempt", 0))
+            message = build_message(
+                inc,
+                action,
+                level=int(msg["level"]),
+                target=msg["target"],
+                address=address,
+                policies=policies,
+                public_url=self.config.public_url,
+            )
+            retry_after = await self._send(inc.id, channel, address, message, attempt)
+            if retry_after is not None:
+                retries.append(
+                    (
+                        self.clock.now_ms() + int(retry_after * 1000),
+                        {**msg, "channel": channel, "address": address, "attempt": attempt + 1},
+                    )
+                )
+        if retries:
+            await self.store.retry_later(entry, retries)
+        else:
+            await self.store.ack(entry)
+
+    async def _send(
+        self, incident_id: str, channel: str, address: str, message: Any, attempt: int
+    ) -> float | None:
+        """Returns the delay before a retry, or None when done (delivered or given up)."""
+        where = f"{message.action} to {channel}:{address} ({message.target})"
+        notifier = self.notifiers.get(channel)
+        started = time.monotonic()
+        try:
+            if notifier is None:
+                raise PermanentDeliveryError(f"channel {channel} is not configured")
+            async with asyncio.timeout(self.config.timeout_s):
+                await notifier.send(message)
+        except (RetryableDeliveryError, TimeoutError) as exc:
+            retry_after = exc.retry_after_s if isinstance(exc, RetryableDeliveryError) else None
+            if attempt + 1 >= self.config.max_attempts:
+                self._count(channel, message.action, "failed")
+                await self._note(
+                    incident_id,
+                    "delivery_failed",
+                    channel,
+                    f"{where} gave up after {attempt + 1} attempts: {exc}",
+                )
+                return None
+            delay = max(
+                retry_after or 0.0, backoff_s(attempt, self.config.backoff_s, self.config.backoff_max_s)
+            )
+            self._count(channel, message.action, "retry")
+            await self._note(
+                incident_id, "delivery_retry", channel, f"{where} failed ({exc}); retry in {delay:.1f}s"
+            )
+            return delay
+        except PermanentDeliveryError as exc:
+            self._count(channel, message.action, "failed")
+            await self._note(incident_id, "delivery_failed", channel, f"{where} failed: {exc}")
+            return None
+        finally:
+            self.metrics.notification_seconds.labels(channel).observe(time.monotonic() - started)
+        self._count(channel, message.action, "success")
+        await self._note(incident_id, "delivered", channel, f"{where} delivered")
+        log.info(
+            "notification_delivered",
+            incident_id=incident_id,
+            channel=channel,
+            action=message.action,
+            attempt=attempt,
+        )
+        return None
+
+    def _count(self, channel: str, action: str, outcome: str) -> None:
+        self.metrics.notifications.labels(channel, action, outcome).inc()
+
+    async def _note(self, incident_id: str, kind: str, actor: str, text: str) -> None:
+        entry = {"at_ms": self.clock.now_ms(), "kind": kind, "actor": actor, "text": text}
+        await self.store.append_timeline(incident_id, entry)

@@ -1,0 +1,394 @@
+"""The escalation state machine: decide(incident, event, now_ms, policies). Pure: no I/O, no clock."""
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.alerts import Alert, AlertStatus
+from engine.incident import AlertState, Incident, Status
+from engine.notifiers.base import Action
+from engine.policy.durations import format_duration_ms
+from engine.policy.models import EscalationPolicy, PolicySet
+from engine.policy.routing import Route
+
+ALERTMANAGER = "alertmanager"
+
+
+# Events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedAlert:
+    alert: Alert
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsReceived:
+    """Alerts of one webhook that share an incident key; `new_id` names the incident if one opens."""
+
+    alerts: tuple[RoutedAlert, ...]
+    key: str
+    new_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unacknowledge:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    by: str
+    duration_ms: int
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    due_ms: int
+
+
+Event = AlertsReceived | Acknowledge | Unacknowledge | Resolve | Snooze | Escalate | TimerFired
+MANUAL_ACTIONS: dict[str, Callable[[str, str], Event]] = {
+    "ack": Acknowledge,
+    "unack": Unacknowledge,
+    "resolve": Resolve,
+    "escalate": Escalate,
+}
+
+
+# Effects --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    action: Action
+    targets: tuple[str, ...]
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A timeline entry; the store stamps it with the decision's time."""
+
+    kind: str
+    text: str
+    actor: str = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    due_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    pass
+
+
+Effect = Notify | Note | SetTimer | CancelTimer
+
+
+@dataclass(slots=True)
+class Decision:
+    incident: Incident | None  # None: nothing exists and nothing was opened
+    effects: list[Effect] = field(default_factory=list)
+    changed: bool = False  # False: nothing to commit
+    opened: bool = False  # a new incident (replaces the key's pointer)
+    duplicates: int = 0
+
+
+# The machine ----------------------------------------------------------------------------------
+
+
+def decide(incident: Incident | None, event: Event, now_ms: int, policies: PolicySet) -> Decision:
+    if isinstance(event, AlertsReceived):
+        return _alerts(incident, event, now_ms, policies)
+    if incident is None or not incident.is_open:
+        return Decision(incident)  # an event for a resolved incident changes nothing
+    inc = copy.deepcopy(incident)
+    d = Decision(inc, changed=True)
+    policy = policy_of(inc, policies)
+    old_timer = inc.timer_ms
+    match event:
+        case Acknowledge(by, note):
+            if inc.status is Status.ACKNOWLEDGED:
+                return Decision(incident)
+            _acknowledge(inc, d, policy, by, note, now_ms)
+        case Unacknowledge(by, note):
+            if inc.status is not Status.ACKNOWLEDGED:
+                return Decision(incident)
+            d.effects.append(Note("unacknowledged", _with_note("Acknowledgement withdrawn", note), by))
+            _retrigger(inc, d, policy, now_ms)
+        case Resolve(by, note):
+            _resolve(inc, d, by, _with_note("Resolved", note), now_ms)
+        case Snooze(by, duration_ms, note):
+            inc.status = Status.SNOOZED
+            inc.snoozed_until_ms = now_ms + duration_ms
+            text = f"Snoozed for {format_duration_ms(duration_ms)}"
+            d.effects.append(Note("snoozed", _with_note(text, note), by))
+        case Escalate(by, note):
+            d.effects.append(Note("escalated", _with_note("Escalated by hand", note), by))
+            _escalate_now(inc, d, policy, now_ms)
+        case TimerFired(due_ms):
+            if inc.timer_ms != due_ms or now_ms < due_ms:
+                return Decision(incident)  # stale or early: another replica or step handled it
+            _timer(inc, d, policy, now_ms)
+    _sync_timer(inc, d, policy, old_timer)
+    return d
+
+
+def policy_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
+    """The incident's policy; if a reload removed it, the default policy keeps paging."""
+    found = policies.escalation_policies.get(inc.policy)
+    return found or policies.escalation_policies[policies.default.policy]
+
+
+def _with_note(text: str, note: str) -> str:
+    return f"{text}: {note}" if note else text
+
+
+def _acknowledge(inc: Incident, d: Decision, policy: EscalationPolicy, by: str, note: str, now: int) -> None:
+    inc.status = Status.ACKNOWLEDGED
+    inc.acked_by, inc.acked_ms = by, now
+    inc.snoozed_until_ms = None
+    inc.ack_deadline_ms = now + policy.ack_timeout if policy.ack_timeout else None
+    if policy.until == "resolved":
+        # keep climbing to levels not paged yet, but never repeat pages to levels already paged
+        levels = len(policy.levels)
+        inc.step_limit = levels if inc.step < levels else inc.step
+    d.effects.append(Note("acknowledged", _with_note(f"Acknowledged by {by}", note), by))
+    if inc.paged:
+        d.effects.append(Notify(Action.ACKNOWLEDGE, tuple(inc.paged), 0))
+
+
+def _resolve(inc: Incident, d: Decision, by: str, text: str, now: int) -> None:
+    inc.status = Status.RESOLVED
+    inc.resolved_by, inc.resolved_ms = by, now
+    inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    d.effects.append(Note("resolved", text, by))
+    if inc.paged:
+        d.effects.append(Notify(Action.RESOLVE, tuple(inc.paged), 0))
+
+
+def _page_due(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    """Page every ladder step whose absolute deadline has passed (several after downtime)."""
+    limit = policy.step_count() if inc.step_limit is None else min(inc.step_limit, policy.step_count())
+    while inc.step < limit and inc.anchor_ms + policy.step_offset_ms(inc.step) <= now:
+        _page_step(inc, d, policy, inc.step)
+        inc.step += 1
+
+
+def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int) -> None:
+    cycle, level = divmod(step, len(policy.levels))
+    targets = tuple(policy.levels[level].notify)
+    where = f"level {level + 1}" + (f", repeat {cycle}" if cycle else "")
+    d.effects.append(Note("paged", f"Paged {', '.join(targets)} ({where})"))
+    d.effects.append(Notify(Action.TRIGGER, targets, level))
+    for t in targets:
+        if t not in inc.paged:
+            inc.paged.append(t)
+
+
+def _reanchor(inc: Incident, policy: EscalationPolicy, step: int, now: int) -> None:
+    """Make `step` due now; later steps keep their spacing relative to it."""
+    inc.step = step
+    inc.anchor_ms = now - policy.step_offset_ms(step)
+    inc.step_limit = None
+
+
+def _retrigger(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    """Back to triggered: page the level last paged again, then climb from there."""
+    inc.status = Status.TRIGGERED
+    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    _reanchor(inc, policy, max(inc.step - 1, 0), now)
+    _page_due(inc, d, policy, now)
+
+
+def _escalate_now(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    inc.status = Status.TRIGGERED
+    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    if inc.step >= policy.step_count():
+        d.effects.append(Note("escalated", "No higher level: paging the last level again"))
+        _reanchor(inc, policy, policy.step_count() - 1, now)
+    else:
+        _reanchor(inc, policy, inc.step, now)
+    _page_due(inc, d, policy, now)
+
+
+def _timer(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    if inc.status is Status.SNOOZED and inc.snoozed_until_ms is not None and inc.snoozed_until_ms <= now:
+        d.effects.append(Note("unsnoozed", "Snooze over: paging again"))
+        _retrigger(inc, d, policy, now)
+    elif inc.status is Status.ACKNOWLEDGED and inc.ack_deadline_ms is not None and inc.ack_deadline_ms <= now:
+        d.effects.append(Note("ack_timeout", "Acknowledged but not resolved in time: paging again"))
+        _retrigger(inc, d, policy, now)
+    elif inc.status is Status.TRIGGERED or (inc.status is Status.ACKNOWLEDGED and policy.until == "resolved"):
+        _page_due(inc, d, policy, now)
+
+
+def next_timer(inc: Incident, policy: EscalationPolicy) -> int | None:
+    """The earliest pending deadline: next ladder step, ack timeout or snooze end."""
+    due: list[int] = []
+    climbing = inc.status is Status.TRIGGERED or (
+        inc.status is Status.ACKNOWLEDGED and policy.until == "resolved"
+    )
+    limit = policy.step_count() if inc.step_limit is None else min(inc.step_limit, policy.step_count())
+    if climbing and inc.step < limit:
+        due.append(inc.anchor_ms + policy.step_offset_ms(inc.step))
+    if inc.status is Status.ACKNOWLEDGED and inc.ack_deadline_ms is not None:
+        due.append(inc.ack_deadline_ms)
+    if inc.status is Status.SNOOZED and inc.snoozed_until_ms is not None:
+        due.append(inc.snoozed_until_ms)
+    return min(due) if due else None
+
+
+def _sync_timer(inc: Incident, d: Decision, policy: EscalationPolicy, old: int | None) -> None:
+    inc.timer_ms = next_timer(inc, policy) if inc.is_open else None
+    if inc.timer_ms != old:
+        d.effects.append(SetTimer(inc.timer_ms) if inc.timer_ms is not None else CancelTimer())
+
+
+# Alerts ---------------------------------------------------------------------------------------
+
+
+def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: PolicySet) -> Decision:
+    if incident is None or not incident.is_open:
+        return _maybe_open(incident, ev, now, policies)
+    inc = copy.deepcopy(incident)
+    d = Decision(inc)
+    old_severity, old_timer = inc.severity, inc.timer_ms
+    for ra in ev.alerts:
+        _apply_alert(inc, d, ra)
+    if not d.changed:
+        inc.duplicates += d.duplicates
+        d.changed = d.duplicates > 0
+        return d
+    inc.duplicates += d.duplicates
+    top = _top_alert(inc, policies)
+    if top is not None and policies.severity_rank(top.severity) < policies.severity_rank(old_severity):
+        d.effects.append(
+            Note("severity_raised", f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
+        )
+        inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
+        _escalate_fresh(inc, d, policy_of(inc, policies), now)
+    if not inc.firing():
+        _resolve(inc, d, ALERTMANAGER, "All alerts resolved", now)
+    _sync_timer(inc, d, policy_of(inc, policies), old_timer)
+    return d
+
+
+def _escalate_fresh(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    """A severity rise re-pages under the new policy from its first level."""
+    inc.status = Status.TRIGGERED
+    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    _reanchor(inc, policy, 0, now)
+    _page_due(inc, d, policy, now)
+
+
+def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
+    a = ra.alert
+    known = inc.alerts.get(a.fingerprint)
+    if known is not None and (
+        (known.starts_at_ms == a.starts_at_ms and known.status == a.status)
+        or a.starts_at_ms < known.starts_at_ms
+    ):
+        d.duplicates += 1  # HA pair, retry or repeat_interval; or a stale occurrence
+        return
+    name = a.labels.get("alertname", a.fingerprint)
+    if a.status is AlertStatus.RESOLVED:
+        if known is None or known.status is AlertStatus.FIRING:
+            d.effects.append(Note("alert_resolved", f"{name} ({a.fingerprint}) resolved", ALERTMANAGER))
+    elif known is None:
+        d.effects.append(Note("alert_joined", f"{name} ({a.fingerprint}) joined, firing", ALERTMANAGER))
+    else:
+        d.effects.append(Note("alert_refired", f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
+    inc.alerts[a.fingerprint] = _state(ra)
+    d.changed = True
+
+
+def _state(ra: RoutedAlert) -> AlertState:
+    a, r = ra.alert, ra.route
+    return AlertState(
+        fingerprint=a.fingerprint,
+        status=a.status,
+        starts_at_ms=a.starts_at_ms,
+        labels=dict(a.labels),
+        annotations=dict(a.annotations),
+        ends_at_ms=a.ends_at_ms,
+        generator_url=a.generator_url,
+        severity=r.severity,
+        policy=r.policy,
+        rule=r.rule,
+    )
+
+
+def _top_alert(inc: Incident, policies: PolicySet) -> AlertState | None:
+    firing = inc.firing()
+    return min(firing, key=lambda a: policies.severity_rank(a.severity)) if firing else None
+
+
+def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policies: PolicySet) -> Decision:
+    """Open a new incident for firing alerts that are new occurrences (not repeats of a closed one)."""
+    fresh: list[RoutedAlert] = []
+    dups = 0
+    for ra in ev.alerts:
+        old = previous.alerts.get(ra.alert.fingerprint) if previous else None
+        if ra.alert.status is not AlertStatus.FIRING:
+            dups += 1
+        elif old is not None and old.starts_at_ms >= ra.alert.starts_at_ms:
+            dups += 1  # the same occurrence as the resolved incident had: not a re-fire
+        else:
+            fresh.append(ra)
+    if not fresh:
+        return Decision(previous, duplicates=dups)
+    top = min(fresh, key=lambda ra: policies.severity_rank(ra.route.severity))
+    inc = Incident(
+        id=ev.new_id,
+        key=ev.key,
+        title=_title(top.alert),
+        severity=top.route.severity,
+        policy=top.route.policy,
+        rule=top.route.rule,
+        status=Status.TRIGGERED,
+        created_ms=now,
+        anchor_ms=now,
+        group_key=top.alert.group_key,
+        alerts={ra.alert.fingerprint: _state(ra) for ra in fresh},
+    )
+    d = Decision(inc, changed=True, opened=True, duplicates=dups)
+    sev = policies.severities[inc.severity]
+    text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
+    d.effects.append(Note("opened", f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
+    policy = policy_of(inc, policies)
+    _page_due(inc, d, policy, now)
+    _sync_timer(inc, d, policy, None)
+    return d
+
+
+def _title(a: Alert) -> str:
+    name = a.labels.get("alertname", "alert")
+    where = a.labels.get("service") or a.labels.get("job") or a.labels.get("instance") or ""
+    summary = a.annotations.get("summary", "")
+    head = f"{name} {where}".strip()
+    return f"{head}: {summary}" if summary else head

@@ -1,0 +1,77 @@
+"""The incident record and its (de)serialisation; the rules that change it live in escalation.py."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.alerts import AlertStatus
+
+
+class Status(StrEnum):
+    TRIGGERED = "triggered"
+    ACKNOWLEDGED = "acknowledged"
+    SNOOZED = "snoozed"
+    RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class AlertState:
+    """One alert's own state inside its incident (partial resolution stays visible)."""
+
+    fingerprint: str
+    status: AlertStatus
+    starts_at_ms: int
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    ends_at_ms: int | None = None
+    generator_url: str = ""
+    severity: str = ""  # what the rules gave this alert
+    policy: str = ""
+    rule: str = ""
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    key: str  # the identity the rules chose (group key, fingerprint or label values)
+    title: str
+    severity: str
+    policy: str
+    rule: str
+    status: Status
+    created_ms: int  # trigger time
+    anchor_ms: int  # ladder deadlines are anchor + step offset: absolute, so lateness never accumulates
+    step: int = 0  # next ladder step to page (flattened over repeats); steps below it were paged
+    step_limit: int | None = None  # set after an ack under `until: resolved`: no repeat pages
+    timer_ms: int | None = None  # the one pending wake-up, mirrored in the timers sorted set
+    acked_by: str | None = None
+    acked_ms: int | None = None
+    ack_deadline_ms: int | None = None
+    snoozed_until_ms: int | None = None
+    resolved_by: str | None = None
+    resolved_ms: int | None = None
+    group_key: str = ""
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
+    duplicates: int = 0
+    version: int = 0  # compare-and-set guard, bumped by the store on each commit
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not Status.RESOLVED
+
+    def firing(self) -> list[AlertState]:
+        return [a for a in self.alerts.values() if a.status is AlertStatus.FIRING]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Incident":
+        raw: dict[str, Any] = json.loads(text)
+        raw["status"] = Status(raw["status"])
+        raw["alerts"] = {
+            fp: AlertState(**{**a, "status": AlertStatus(a["status"])}) for fp, a in raw["alerts"].items()
+        }
+        return cls(**raw)

@@ -1,0 +1,218 @@
+"""Validated policy models. Unknown keys are errors: a typo must fail at `check`, not at 3 a.m."""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from engine.policy.durations import parse_duration_ms
+from engine.policy.matchers import Matcher, parse_matcher
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a duration such as 30s, 15m or 1h30m")
+    if isinstance(value, int):
+        if value != 0:
+            raise ValueError("a bare number is ambiguous; give a unit, e.g. 30s or 15m")
+        return 0
+    return parse_duration_ms(value)
+
+
+DurationMs = Annotated[int, BeforeValidator(_duration)]
+
+TARGET_KINDS = ("user", "schedule", "team", "slack", "email", "pagerduty", "webhook")
+_TARGET = re.compile(r"^(user|schedule|team|slack|email|pagerduty|webhook):(\S+)$")
+
+
+def _check_target(target: str) -> str:
+    if not _TARGET.match(target):
+        kind, sep, _ = target.partition(":")
+        if sep and kind not in TARGET_KINDS:
+            raise ValueError(
+                f"unknown target kind {kind!r} in {target!r}; use one of {', '.join(TARGET_KINDS)}"
+            )
+        raise ValueError(f"target {target!r} is not KIND:NAME with KIND one of {', '.join(TARGET_KINDS)}")
+    return target
+
+
+def _check_matcher(text: str) -> str:
+    parse_matcher(text)
+    return text
+
+
+# Validated one item at a time, so that an error points at the list item (and its line).
+MatcherText = Annotated[str, AfterValidator(_check_matcher)]
+TargetText = Annotated[str, AfterValidator(_check_target)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Severity(Model):
+    description: str = ""
+    ack_within: DurationMs | None = None
+
+
+class Rule(Model):
+    name: str
+    matchers: list[MatcherText] = Field(min_length=1)
+    severity: str
+    policy: str
+    group_by: Literal["alertmanager", "alert"] | list[str] = "alertmanager"
+    continue_: bool = Field(default=False, alias="continue")
+    parsed: tuple[Matcher, ...] = Field(default=(), exclude=True)
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _check_group_by(cls, value: object) -> object:
+        # Before the union: one clear message instead of one error per union member.
+        if value in ("alertmanager", "alert"):
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError("group_by is 'alertmanager', 'alert' or a list of label names")
+        if not value:
+            raise ValueError("group_by needs at least one label (or 'alertmanager' / 'alert')")
+        return value
+
+    @model_validator(mode="after")
+    def _parse(self) -> "Rule":
+        object.__setattr__(self, "parsed", tuple(parse_matcher(m) for m in self.matchers))
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.parsed)
+
+
+class Default(Model):
+    severity: str
+    policy: str
+
+
+class Level(Model):
+    after: DurationMs
+    notify: list[TargetText] = Field(min_length=1)
+    during: str | None = None
+
+
+class EscalationPolicy(Model):
+    until: Literal["acknowledged", "resolved"] = "acknowledged"
+    ack_timeout: DurationMs | None = None
+    repeat: int = Field(default=0, ge=0, le=100)
+    repeat_after: DurationMs = 0
+    levels: list[Level] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "EscalationPolicy":
+        afters = [lvl.after for lvl in self.levels]
+        if afters != sorted(afters):
+            raise ValueError("levels must be in order of `after` (offsets from the trigger time)")
+        if self.repeat and self.cycle_ms() == 0:
+            raise ValueError("repeat needs repeat_after or a level with a later `after`")
+        return self
+
+    def cycle_ms(self) -> int:
+        """Length of one pass of the ladder: last level's offset plus the pause before repeating."""
+        return self.levels[-1].after + self.repeat_after
+
+    def step_count(self) -> int:
+        return len(self.levels) * (self.repeat + 1)
+
+    def step_offset_ms(self, step: int) -> int:
+        """Offset of flattened step `step` (cycle * levels + level) from the ladder's anchor."""
+        cycle, level = divmod(step, len(self.levels))
+        return cycle * self.cycle_ms() + self.levels[level].after
+
+
+class User(Model):
+    name: str = ""
+    email: str | None = None
+    slack: str | None = None
+    phone: str | None = None
+    pagerduty: str | None = None  # a pagerduty service name to page for this user
+
+
+class SecretRef(Model):
+    """A secret by reference: the name of an environment variable or a file path."""
+
+    env: str | None = None
+    file: str | None = None
+
+
+class PagerDutyService(Model):
+    routing_key_env: str | None = None
+    routing_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PagerDutyService":
+        if (self.routing_key_env is None) == (self.routing_key_file is None):
+            raise ValueError("give exactly one of routing_key_env or routing_key_file")
+        return self
+
+
+class PagerDutyChannel(Model):
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    services: dict[str, PagerDutyService] = {}
+
+
+class WebhookEndpoint(Model):
+    url: str
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+
+class WebhookChannel(Model):
+    endpoints: dict[str, WebhookEndpoint] = {}
+
+
+class SlackChannel(Model):
+    api_url: str = "https://slack.com/api"
+    token_env: str | None = None
+    token_file: str | None = None
+    signing_secret_env: str | None = None
+    signing_secret_file: str | None = None
+
+
+class EmailChannel(Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    smtp_host: str
+    smtp_port: int = 587
+    starttls: bool = True
+    tls: bool = False
+    username_env: str | None = None
+    username_file: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    from_: str = Field(alias="from")
+
+
+class Channels(Model):
+    pagerduty: PagerDutyChannel | None = None
+    webhook: WebhookChannel | None = None
+    slack: SlackChannel | None = None
+    email: EmailChannel | None = None
+
+
+class PolicySet(Model):
+    """Every policy file merged into one validated whole."""
+
+    severities: dict[str, Severity]
+    rules: list[Rule] = []
+    default: Default
+    escalation_policies: dict[str, EscalationPolicy]
+    users: dict[str, User] = {}
+    channels: Channels = Channels()
+
+    def severity_rank(self, name: str) -> int:
+        """0 for the highest severity (listed first)."""
+        return list(self.severities).index(name)

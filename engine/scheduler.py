@@ -1,0 +1,97 @@
+"""Sleeps until the earliest due timer (woken early when a sooner one is set); fires it via decide()."""
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from engine.clock import Clock
+from engine.delivery import _reraise_cancel
+from engine.errors import EngineError, StoreError
+from engine.metrics import Metrics
+from engine.processor import Processor
+from engine.store.redis import RedisStore
+
+log = structlog.get_logger(__name__)
+BATCH = 200
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: RedisStore,
+        processor: Processor,
+        clock: Clock,
+        metrics: Metrics,
+        max_sleep_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.processor = processor
+        self.clock = clock
+        self.metrics = metrics
+        self.max_sleep_s = max_sleep_s
+        self.wake = asyncio.Event()
+        self._sleep_until_ms = 0
+        self._broken: dict[str, float] = {}  # incident id -> monotonic time to try again
+        self.on_outbox: Callable[[], None] = lambda: None
+        self._stopping = False
+
+    def poke(self, due_ms: int | None) -> None:
+        """Called after a local commit: wake now if the new timer is sooner than our sleep."""
+        if due_ms is not None and due_ms < self._sleep_until_ms:
+            self.wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                sleep_s = await self.cycle()
+            except StoreError as exc:
+                _reraise_cancel()
+                log.warning("scheduler_store_unavailable", error=str(exc))
+                sleep_s = self.max_sleep_s
+            self._sleep_until_ms = self.clock.now_ms() + int(sleep_s * 1000)
+            self.wake.clear()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(sleep_s):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def cycle(self) -> float:
+        """Fire every due timer; return how long to sleep before the next one."""
+        now = self.clock.now_ms()
+        due = await self.store.due_timers(now, BATCH)
+        fired = 0
+        for incident_id, due_ms in due:
+            if self._broken.get(incident_id, 0) > time.monotonic():
+                continue
+            try:
+                d = await self.processor.fire(incident_id, due_ms)
+            except StoreError:
+                raise
+            except (EngineError, ValueError, KeyError, TypeError) as exc:
+                # one bad incident must not stop the others; try it again later
+                self._broken[incident_id] = time.monotonic() + 30
+                log.error("timer_failed", incident_id=incident_id, error=repr(exc))
+                continue
+            if d.changed:
+                fired += 1
+                self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
+        if len(due) >= BATCH and fired:
+            return 0.0
+        nxt = await self.store.next_due_ms()
+        if nxt is None:
+            return self.max_sleep_s
+        delay = (nxt - self.clock.now_ms()) / 1000
+        if delay <= 0:
+            # due but not fired: delivery retries (hand them to the outbox) or broken incidents
+            if await self.store.pump_retries(self.clock.now_ms()):
+                self.on_outbox()
+                return 0.0
+            return self.max_sleep_s if not fired else 0.0
+        return min(delay, self.max_sleep_s)

@@ -1,0 +1,33 @@
+"""Secrets by reference (an environment variable or a file), resolved without logging their values."""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def resolve_secret(env: str | None, file: str | None, environ: Mapping[str, str]) -> str | None:
+    """The secret named by `env` or `file`; None when neither is given.
+
+    Raises ValueError naming the variable or file (never the value) when it is missing, unreadable
+    or empty: callers keep the error and report it per notification, so the engine still starts.
+    """
+    if env is not None and file is not None:
+        raise ValueError(f"give either environment variable {env} or file {file} for a secret, not both")
+    if env is not None:
+        value = environ.get(env)
+        if value is None:
+            raise ValueError(f"environment variable {env} is not set")
+        if not value.strip():
+            raise ValueError(f"environment variable {env} is empty")
+        return value
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"cannot read secret file {file}: {reason}") from exc
+        # Secret files written by `echo` or mounted from Kubernetes often end in a newline.
+        value = text.rstrip("\r\n")
+        if not value.strip():
+            raise ValueError(f"secret file {file} is empty")
+        return value
+    return None

@@ -1,0 +1,47 @@
+"""Open the store: the embedded redis-server by default, or an external standalone / Cluster Redis."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from engine.config import Settings
+from engine.errors import StoreError
+from engine.store.embedded import EmbeddedRedis
+from engine.store.redis import AnyRedis, RedisStore
+
+log = structlog.get_logger(__name__)
+
+
+async def connect(url: str) -> AnyRedis:
+    """A client for `url`; a server that reports cluster mode gets a cluster client."""
+    client = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        info = await client.info("cluster")
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        raise StoreError(f"connect to redis at {url}: {exc}") from exc
+    if info.get("cluster_enabled"):
+        await client.aclose()
+        return RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    return client
+
+
+@asynccontextmanager
+async def open_store(url: str | None, settings: Settings) -> AsyncIterator[RedisStore]:
+    async with AsyncExitStack() as stack:
+        if url is None:
+            embedded = await stack.enter_async_context(
+                EmbeddedRedis(settings.data_dir, fsync=settings.redis_fsync)
+            )
+            url = embedded.url
+            log.info("embedded_redis_started", data_dir=str(settings.data_dir), url=url)
+        client = await connect(url)
+        store = RedisStore(client, retention_ms=int(settings.retention_days * 86_400_000))
+        try:
+            yield store
+        finally:
+            await store.close()

@@ -1,0 +1,74 @@
+"""Every Redis key the engine uses, in one place.
+
+State is sharded by a hash tag `{sN}`: an incident, its timeline, its key pointer and the
+shard's timers, outbox and indexes share one tag, so every atomic step touches one hash slot
+and the same code runs on Redis Cluster.
+"""
+
+import hashlib
+import secrets
+import zlib
+
+SHARDS = 16
+PREFIX = "esc"
+DELIVERY_GROUP = "delivery"
+
+
+def shard_of_key(incident_key: str) -> int:
+    return zlib.crc32(incident_key.encode()) % SHARDS
+
+
+def shard_of_id(incident_id: str) -> int:
+    head, _, _ = incident_id.partition("-")
+    shard = int(head, 16)
+    if not 0 <= shard < SHARDS:
+        raise ValueError(incident_id)
+    return shard
+
+
+def new_incident_id(shard: int) -> str:
+    """`<shard hex>-<random>`: the id alone tells which shard holds the incident."""
+    return f"{shard:x}-{secrets.token_hex(6)}"
+
+
+def _tag(shard: int) -> str:
+    return f"{PREFIX}:{{s{shard}}}"
+
+
+def incident(incident_id: str) -> str:
+    return f"{_tag(shard_of_id(incident_id))}:inc:{incident_id}"
+
+
+def timeline(incident_id: str) -> str:
+    return f"{_tag(shard_of_id(incident_id))}:tl:{incident_id}"
+
+
+def pointer(incident_key: str) -> str:
+    """The latest incident opened for an incident key (open, or resolved and kept for dedup)."""
+    digest = hashlib.sha1(incident_key.encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"{_tag(shard_of_key(incident_key))}:key:{digest}"
+
+
+def timers(shard: int) -> str:
+    """ZSET: member incident id, score the incident's next wake-up in epoch ms."""
+    return f"{_tag(shard)}:timers"
+
+
+def outbox(shard: int) -> str:
+    """STREAM of notifications decided in the same step as the state change that caused them."""
+    return f"{_tag(shard)}:outbox"
+
+
+def retries(shard: int) -> str:
+    """ZSET: member a delivery to retry (JSON), score when it is due, epoch ms."""
+    return f"{_tag(shard)}:retry"
+
+
+def index(shard: int) -> str:
+    """ZSET: every incident id by creation time, for listing."""
+    return f"{_tag(shard)}:index"
+
+
+def counts(shard: int) -> str:
+    """HASH: open incidents per `state|severity`, kept exact by the commit script."""
+    return f"{_tag(shard)}:counts"

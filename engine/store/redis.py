@@ -1,0 +1,273 @@
+"""RedisStore: persists what decide() returned, in one atomic step per decision."""
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError, ResponseError
+
+from engine.errors import ConflictError, StoreError
+from engine.escalation import Decision, Note
+from engine.incident import Incident
+from engine.store import keys
+
+AnyRedis = Redis | RedisCluster
+T = TypeVar("T")
+
+
+def _script(name: str) -> str:
+    return resources.files("engine.store").joinpath("scripts", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    shard: int
+    entry_id: str
+    message: dict[str, Any]
+
+
+def count_field(inc: Incident | None) -> str:
+    return f"{inc.status}|{inc.severity}" if inc is not None and inc.is_open else ""
+
+
+class RedisStore:
+    def __init__(self, client: AnyRedis, *, retention_ms: int = 30 * 86_400_000) -> None:
+        self.client = client
+        self.retention_ms = retention_ms
+        self._commit = client.register_script(_script("commit.lua"))
+        self._pump = client.register_script(_script("pump.lua"))
+        self._retry = client.register_script(_script("retry.lua"))
+
+    async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
+        """Await fn(), turning Redis and socket failures into StoreError naming the step."""
+        return await self._run(step, fn)
+
+    async def _run(self, step: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"{step}: {exc}") from exc
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self.client.ping))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # incidents -----------------------------------------------------------------------------
+
+    async def load(self, incident_id: str) -> Incident | None:
+        try:
+            key = keys.incident(incident_id)
+        except ValueError:
+            return None
+        raw = await self._call("load incident", lambda: self.client.hmget(key, ["v", "d"]))
+        if raw[1] is None:
+            return None
+        inc = Incident.from_json(raw[1])
+        inc.version = int(raw[0])
+        return inc
+
+    async def load_by_key(self, incident_key: str) -> Incident | None:
+        current = await self._call("load key pointer", lambda: self.client.get(keys.pointer(incident_key)))
+        return None if current is None else await self.load(bytes(current).decode())
+
+    async def commit(
+        self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[str]
+    ) -> None:
+        """Write the decision if nobody wrote the incident since `previous` was read."""
+        inc = decision.incident
+        assert inc is not None
+        shard = keys.shard_of_id(inc.id)
+        expected = 0 if decision.opened else inc.version
+        # opening checks the key still points where it did when read ("-": nowhere)
+        expected_ptr = (previous.id if previous is not None else "-") if decision.opened else ""
+        inc.version = expected + 1
+        notes = [
+            json.dumps({"at_ms": now_ms, "kind": e.kind, "actor": e.actor, "text": e.text})
+            for e in decision.effects
+            if isinstance(e, Note)
+        ]
+        old_field = "" if decision.opened else count_field(previous)
+        args: list[str | int] = [
+            expected,
+            expected_ptr,
+            inc.id,
+            inc.to_json(),
+            "" if inc.timer_ms is None else inc.timer_ms,
+            inc.created_ms,
+            old_field,
+            count_field(inc),
+            self.retention_ms,
+            len(notes),
+            *notes,
+            len(outbox),
+            *outbox,
+        ]
+        ks = [
+            keys.incident(inc.id),
+            keys.timeline(inc.id),
+            keys.pointer(inc.key),
+            keys.timers(shard),
+            keys.outbox(shard),
+            keys.index(shard),
+            keys.counts(shard),
+        ]
+        result = await self._call("commit decision", lambda: self._commit(keys=ks, args=args))
+        if result != 1:
+            inc.version = expected
+            raise ConflictError("commit decision: incident changed concurrently")
+
+    async def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+        raw = await self._call("read timeline", lambda: self.client.lrange(keys.timeline(incident_id), 0, -1))
+        return [json.loads(r) for r in raw]
+
+    async def append_timeline(self, incident_id: str, entry: dict[str, Any]) -> None:
+        key = keys.timeline(incident_id)
+        await self._call("append timeline", lambda: self.client.rpush(key, json.dumps(entry)))
+
+    async def list_incidents(self, limit: int) -> list[Incident]:
+        """The newest `limit` incidents across all shards."""
+
+        async def read() -> list[Incident]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.zrevrange(keys.index(shard), 0, limit - 1, withscores=True)
+                per_shard = await pipe.execute()
+            newest = sorted(
+                ((score, member.decode()) for rows in per_shard for member, score in rows), reverse=True
+            )[:limit]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _, incident_id in newest:
+                    pipe.hmget(keys.incident(incident_id), ["v", "d"])
+                rows = await pipe.execute()
+            out = []
+            for v, d in rows:
+                if d is not None:  # expired after the retention period
+                    inc = Incident.from_json(d)
+                    inc.version = int(v)
+                    out.append(inc)
+            return out
+
+        return await self._run("list incidents", read)
+
+    async def open_counts(self) -> dict[tuple[str, str], int]:
+        async def read() -> dict[tuple[str, str], int]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.hgetall(keys.counts(shard))
+                rows = await pipe.execute()
+            total: dict[tuple[str, str], int] = {}
+            for row in rows:
+                for field, n in row.items():
+                    state, _, severity = field.decode().partition("|")
+                    total[(state, severity)] = total.get((state, severity), 0) + int(n)
+            return total
+
+        return await self._run("read counts", read)
+
+    # timers --------------------------------------------------------------------------------
+
+    async def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        async def read() -> list[tuple[str, int]]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.zrangebyscore(
+                        keys.timers(shard), "-inf", now_ms, start=0, num=limit, withscores=True
+                    )
+                rows = await pipe.execute()
+            due = [(m.decode(), int(score)) for row in rows for m, score in row]
+            return sorted(due, key=lambda t: t[1])
+
+        return await self._run("read due timers", read)
+
+    async def next_due_ms(self) -> int | None:
+        """Earliest timer or delivery retry in any shard."""
+
+        async def read() -> int | None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.zrange(keys.timers(shard), 0, 0, withscores=True)
+                    pipe.zrange(keys.retries(shard), 0, 0, withscores=True)
+                rows = await pipe.execute()
+            scores = [int(score) for row in rows for _, score in row]
+            return min(scores) if scores else None
+
+        return await self._run("read next timer", read)
+
+    # outbox --------------------------------------------------------------------------------
+
+    async def ensure_groups(self) -> None:
+        for shard in range(keys.SHARDS):
+            try:
+                await self.client.xgroup_create(
+                    keys.outbox(shard), keys.DELIVERY_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise StoreError(f"create delivery group: {exc}") from exc
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"create delivery group: {exc}") from exc
+
+    async def read_outbox(self, consumer: str, count: int) -> list[OutboxEntry]:
+        async def read() -> list[OutboxEntry]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {keys.outbox(shard): ">"}, count=count)
+                rows = await pipe.execute()
+            return [
+                OutboxEntry(shard, entry_id.decode(), json.loads(fields[b"m"]))
+                for shard, row in enumerate(rows)
+                for _stream, entries in (row or [])
+                for entry_id, fields in entries
+            ]
+
+        return await self._run("read outbox", read)
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[OutboxEntry]:
+        """Take over deliveries a dead replica left pending."""
+
+        async def read() -> list[OutboxEntry]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.xautoclaim(
+                        keys.outbox(shard), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
+                    )
+                rows = await pipe.execute()
+            return [
+                OutboxEntry(shard, entry_id.decode(), json.loads(fields[b"m"]))
+                for shard, row in enumerate(rows)
+                for entry_id, fields in row[1]
+                if fields is not None
+            ]
+
+        return await self._run("claim stale deliveries", read)
+
+    async def ack(self, entry: OutboxEntry) -> None:
+        stream = keys.outbox(entry.shard)
+        await self._call(
+            "ack delivery", lambda: self.client.xack(stream, keys.DELIVERY_GROUP, entry.entry_id)
+        )
+
+    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, dict[str, Any]]]) -> None:
+        """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""
+        ks = [keys.outbox(entry.shard), keys.retries(entry.shard)]
+        args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
+        for due_ms, message in retries:
+            args += [due_ms, json.dumps(message, sort_keys=True)]
+        await self._call("schedule delivery retry", lambda: self._retry(keys=ks, args=args))
+
+    async def pump_retries(self, now_ms: int, limit: int = 100) -> int:
+        moved = 0
+        for shard in range(keys.SHARDS):
+            ks = [keys.retries(shard), keys.outbox(shard)]
+
+            def pump(ks: list[str] = ks) -> Any:
+                return self._pump(keys=ks, args=[now_ms, limit])
+
+            moved += int(await self._call("move due retries", pump))
+        return moved

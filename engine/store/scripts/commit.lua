@@ -1,0 +1,38 @@
+-- Commit one decision atomically: incident + timeline + timer + outbox + indexes,
+-- only if the incident's version (and, when opening, the key's pointer) is what was read.
+-- KEYS: incident, timeline, pointer, timers, outbox, index, counts (all one hash slot)
+-- ARGV: expected_version, expected_pointer, id, json, timer_ms, created_ms,
+--       old_count_field, new_count_field, retention_ms, n_notes, notes..., n_out, out...
+local expected = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if current ~= expected then return 0 end
+if ARGV[2] ~= '' then
+  local ptr = redis.call('GET', KEYS[3]) or '-'
+  if ptr ~= ARGV[2] then return -1 end
+  redis.call('SET', KEYS[3], ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'v', expected + 1, 'd', ARGV[4])
+if ARGV[5] == '' then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+end
+if expected == 0 then redis.call('ZADD', KEYS[6], ARGV[6], ARGV[3]) end
+if ARGV[7] ~= ARGV[8] then
+  if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[7], -1) end
+  if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[8], 1) end
+end
+local i = 10
+local n = tonumber(ARGV[i])
+for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i + j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 'm', ARGV[i + j]) end
+local retention = tonumber(ARGV[9])
+if ARGV[8] == '' and retention > 0 then
+  -- resolved: keep it (and its key pointer, for late duplicates) for the retention period
+  redis.call('PEXPIRE', KEYS[1], retention)
+  redis.call('PEXPIRE', KEYS[2], retention)
+  if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('PEXPIRE', KEYS[3], retention) end
+end
+return 1
