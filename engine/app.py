@@ -20,10 +20,11 @@ from engine.delivery import Delivery, DeliveryConfig
 from engine.escalation import Decision
 from engine.metrics import Metrics
 from engine.notifiers import Notifier, build_notifiers
-from engine.policy.models import PolicySet
+from engine.policy.models import Channels, PolicySet
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
 from engine.scheduler import Scheduler
+from engine.secrets import resolve_secret
 from engine.store.connect import open_store
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,33 @@ def make_auth(settings: Settings) -> Auth:
     password = _secret(settings.auth_basic_password, settings.auth_basic_password_file)
     basic = (settings.auth_basic_user, password or "") if settings.auth_basic_user else None
     return Auth(token, basic)
+
+
+def secret_problems(channels: Channels, environ: Mapping[str, str]) -> list[str]:
+    """Channel secrets that cannot be read now: said once at start, not only per failed page."""
+    refs: list[tuple[str, str | None, str | None]] = []
+    if channels.pagerduty:
+        refs += [
+            (f"pagerduty service {name!r}", s.routing_key_env, s.routing_key_file)
+            for name, s in channels.pagerduty.services.items()
+        ]
+    if channels.webhook:
+        refs += [
+            (f"webhook {name!r}", e.secret_env, e.secret_file)
+            for name, e in channels.webhook.endpoints.items()
+        ]
+    if channels.email:
+        refs += [
+            ("email username", channels.email.username_env, channels.email.username_file),
+            ("email password", channels.email.password_env, channels.email.password_file),
+        ]
+    problems = []
+    for what, env, file in refs:
+        try:
+            resolve_secret(env, file, environ)
+        except ValueError as exc:
+            problems.append(f"{what}: {exc}")
+    return problems
 
 
 def create_app(

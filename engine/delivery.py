@@ -53,6 +53,18 @@ def _reraise_cancel() -> None:
         raise asyncio.CancelledError
 
 
+_KIND = {"success": "delivered", "retry": "delivery_retry", "failed": "delivery_failed"}
+
+
+def _unreachable(target: str, policies: PolicySet) -> str:
+    kind, _, name = target.partition(":")
+    if kind == "user":
+        if name not in policies.users:
+            return f"{target}: no such user"
+        return f"{target}: the user has no contact method (email, slack, pagerduty)"
+    return f"{target}: {kind} targets cannot be delivered by this release yet"
+
+
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
     """Full jitter: uniform in [base/2, min(max, base * 2**attempt)]."""
     ceiling = min(max_s, base_s * 2**attempt)
@@ -134,9 +146,7 @@ class Delivery:
         else:
             pairs = expand_target(msg["target"], policies)
             if not pairs:
-                await self._note(
-                    inc.id, "delivery_failed", "engine", f"{msg['target']}: no contact method to send to"
-                )
+                await self._note(inc.id, "delivery_failed", "engine", _unreachable(msg["target"], policies))
         if action is Action.TRIGGER and not inc.is_open:
             await self._note(
                 inc.id, "page_skipped", "engine", f"Page to {msg['target']} skipped: already resolved"
@@ -175,49 +185,33 @@ class Delivery:
         where = f"{message.action} to {channel}:{address} ({message.target})"
         notifier = self.notifiers.get(channel)
         started = time.monotonic()
+        outcome, text, delay = "success", f"{where} delivered", None
         try:
             if notifier is None:
                 raise PermanentDeliveryError(f"channel {channel} is not configured")
             async with asyncio.timeout(self.config.timeout_s):
                 await notifier.send(message)
         except (RetryableDeliveryError, TimeoutError) as exc:
-            retry_after = exc.retry_after_s if isinstance(exc, RetryableDeliveryError) else None
+            reason = str(exc) or f"no answer within {self.config.timeout_s:g}s"
             if attempt + 1 >= self.config.max_attempts:
-                self._count(channel, message.action, "failed")
-                await self._note(
-                    incident_id,
-                    "delivery_failed",
-                    channel,
-                    f"{where} gave up after {attempt + 1} attempts: {exc}",
+                outcome, text = "failed", f"{where} gave up after {attempt + 1} attempts: {reason}"
+            else:
+                retry_after = exc.retry_after_s if isinstance(exc, RetryableDeliveryError) else None
+                delay = max(
+                    retry_after or 0.0, backoff_s(attempt, self.config.backoff_s, self.config.backoff_max_s)
                 )
-                return None
-            delay = max(
-                retry_after or 0.0, backoff_s(attempt, self.config.backoff_s, self.config.backoff_max_s)
-            )
-            self._count(channel, message.action, "retry")
-            await self._note(
-                incident_id, "delivery_retry", channel, f"{where} failed ({exc}); retry in {delay:.1f}s"
-            )
-            return delay
+                outcome, text = "retry", f"{where} failed ({reason}); retry in {delay:.1f}s"
         except PermanentDeliveryError as exc:
-            self._count(channel, message.action, "failed")
-            await self._note(incident_id, "delivery_failed", channel, f"{where} failed: {exc}")
-            return None
+            outcome, text = "failed", f"{where} failed: {exc}"
         finally:
             self.metrics.notification_seconds.labels(channel).observe(time.monotonic() - started)
-        self._count(channel, message.action, "success")
-        await self._note(incident_id, "delivered", channel, f"{where} delivered")
-        log.info(
-            "notification_delivered",
-            incident_id=incident_id,
-            channel=channel,
-            action=message.action,
-            attempt=attempt,
+        self.metrics.notifications.labels(channel, message.action, outcome).inc()
+        log_at = log.info if outcome == "success" else log.warning if outcome == "retry" else log.error
+        log_at(
+            "notification_" + outcome, incident_id=incident_id, channel=channel, attempt=attempt, detail=text
         )
-        return None
-
-    def _count(self, channel: str, action: str, outcome: str) -> None:
-        self.metrics.notifications.labels(channel, action, outcome).inc()
+        await self._note(incident_id, _KIND[outcome], channel, text)
+        return delay
 
     async def _note(self, incident_id: str, kind: str, actor: str, text: str) -> None:
         entry = {"at_ms": self.clock.now_ms(), "kind": kind, "actor": actor, "text": text}

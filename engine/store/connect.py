@@ -6,7 +6,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 from engine.config import Settings
 from engine.errors import StoreError
@@ -16,9 +18,16 @@ from engine.store.redis import AnyRedis, RedisStore
 log = structlog.get_logger(__name__)
 
 
+def _retry() -> Retry:
+    # a pooled connection broken by a Redis restart is retried at once instead of failing a webhook
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3)
+
+
 async def connect(url: str) -> AnyRedis:
     """A client for `url`; a server that reports cluster mode gets a cluster client."""
-    client = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    client = Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, retry=_retry(), retry_on_error=[ConnectionError]
+    )
     try:
         info = await client.info("cluster")
     except (RedisError, OSError) as exc:

@@ -144,3 +144,33 @@ async def test_a_killed_engine_still_fires_the_next_level_once(
         assert len(pd.events) == 1  # level 1 was not paged again
     finally:
         engine.stop()
+
+
+async def test_two_engines_on_one_redis_page_each_level_once(
+    tmp_path: Path, sinks: tuple[PagerDutySink, WebhookSink]
+) -> None:
+    from tests.servers import RedisServer
+
+    pd, hook = sinks
+    policies = write_policy(tmp_path, pd, hook, "3s", "1h")
+    with RedisServer() as redis:
+        engines = [
+            EngineProcess(
+                policies, tmp_path / f"d{n}", tmp_path / f"e{n}.log", {"ESCALATION_REDIS_URL": redis.url}
+            )
+            for n in range(2)
+        ]
+        for e in engines:
+            await e.start()
+        try:
+            raw = json.loads((Path(__file__).parent.parent / "fixtures" / "02-firing-group.json").read_text())
+            # an Alertmanager HA pair: both replicas deliver the same group to different engines
+            await asyncio.gather(*(e.call("POST", "/api/v1/alertmanager", json=raw) for e in engines))
+            await wait_for(lambda: len(hook.requests) >= 1, 10, "level 2")
+            await asyncio.sleep(2)
+            assert len(pd.events) == 1 and len(hook.requests) == 1
+            listed = await engines[1].call("GET", "/api/v1/incidents")
+            assert len(listed["incidents"]) == 1 and listed["incidents"][0]["duplicates"] == 3  # per alert
+        finally:
+            for e in engines:
+                e.stop()

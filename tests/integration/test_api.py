@@ -219,3 +219,24 @@ async def test_metrics_health_and_readiness(engine: Engine) -> None:
     assert 'escalation_alerts_received_total{status="firing"} 2.0' in text
     assert "escalation_duplicate_alerts_total 1.0" in text
     assert 'escalation_incidents_opened_total{severity="P0"} 1.0' in text
+
+
+async def test_redis_down_is_a_503_and_recovers(tmp_path: Path) -> None:
+    from tests.servers import RedisServer
+
+    # persistent, as the embedded server is: what was accepted must survive the restart
+    with RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")) as server:
+        app = create_app(Settings(), POLICIES, notifiers={}, redis_url=server.url)
+        async with TestClient(TestServer(app)) as client:
+            data = json.dumps(body("01-firing-single.json"))
+            assert (await client.post("/api/v1/alertmanager", data=data)).status == 200
+            server.stop()
+            resp = await client.post("/api/v1/alertmanager", data=data)
+            assert resp.status == 503, await resp.text()
+            assert "store unavailable" in (await resp.json())["error"]
+            assert (await client.get("/-/ready")).status == 503
+            assert (await client.get("/api/v1/incidents")).status == 503
+            server.start()
+            resp = await client.post("/api/v1/alertmanager", data=data)
+            assert resp.status == 200  # nothing accepted earlier was lost: it is a duplicate now
+            assert (await resp.json())["duplicates"] == 1

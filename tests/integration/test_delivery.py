@@ -1,0 +1,179 @@
+"""Delivery: outbox -> PagerDuty sink; retries, Retry-After, permanent failures, dead-replica claims."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engine.delivery import Delivery, DeliveryConfig, backoff_s, expand_target
+from engine.escalation import Acknowledge
+from engine.ingest.alertmanager import parse_payload
+from engine.metrics import Metrics
+from engine.notifiers import PagerDutyNotifier
+from engine.processor import Processor
+from engine.store.connect import connect
+from engine.store.redis import RedisStore
+from tests.clock import FakeClock
+from tests.integration.test_api import POLICIES, ROUTING_KEY, body
+from tests.sinks import PagerDutySink, Reply
+
+pytestmark = pytest.mark.redis
+
+
+@dataclass
+class Rig:
+    store: RedisStore
+    proc: Processor
+    clock: FakeClock
+    pd: PagerDutySink
+    session: aiohttp.ClientSession
+    metrics: Metrics
+
+    def delivery(self, consumer: str = "c1", **kw: float) -> Delivery:
+        notifier = PagerDutyNotifier(self.session, self.pd.url, {"platform": ROUTING_KEY}, timeout_s=2)
+        config = DeliveryConfig(consumer=consumer, backoff_s=1, backoff_max_s=4, **kw)  # type: ignore[arg-type]
+        return Delivery(
+            self.store, {"pagerduty": notifier}, lambda: POLICIES, self.clock, self.metrics, config
+        )
+
+    async def drain(self, delivery: Delivery) -> int:
+        """One pass of the delivery loop, without its sleeps."""
+        await self.store.pump_retries(self.clock.now_ms())
+        entries = await self.store.read_outbox(delivery.config.consumer, 50)
+        for e in entries:
+            await delivery.handle(e)
+        return len(entries)
+
+    def sample(self, outcome: str, action: str = "trigger") -> float:
+        value = self.metrics.registry.get_sample_value(
+            "escalation_notifications_total", {"channel": "pagerduty", "action": action, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+async def rig(redis_url: str) -> AsyncIterator[Rig]:
+    store = RedisStore(await connect(redis_url))
+    clock = FakeClock()
+    metrics = Metrics(CollectorRegistry())
+    async with PagerDutySink() as pd, aiohttp.ClientSession() as session:
+        yield Rig(store, Processor(store, lambda: POLICIES, clock, metrics), clock, pd, session, metrics)
+    await store.close()
+
+
+async def open_incident(rig: Rig) -> str:
+    result = await rig.proc.ingest(parse_payload(body("01-firing-single.json"))[1])
+    return result.incidents[0]
+
+
+async def test_a_5xx_is_retried_with_backoff_and_delivered_once(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    delivery = rig.delivery()
+    await rig.store.ensure_groups()
+    rig.pd.script(Reply(500), Reply(503))
+    assert await rig.drain(delivery) == 1  # fails: parked for a retry
+    assert await rig.drain(delivery) == 0  # not due yet
+    rig.clock.advance(5)
+    assert await rig.drain(delivery) == 1  # second failure
+    rig.clock.advance(10)
+    assert await rig.drain(delivery) == 1  # delivered
+    assert [e["event_action"] for e in rig.pd.events] == ["trigger"]
+    assert len(rig.pd.requests) == 3
+    assert (rig.sample("retry"), rig.sample("success")) == (2.0, 1.0)
+    kinds = [e["kind"] for e in await rig.store.timeline(incident_id)]
+    assert kinds.count("delivery_retry") == 2 and kinds[-1] == "delivered"
+
+
+async def test_429_retry_after_is_honoured(rig: Rig) -> None:
+    await open_incident(rig)
+    delivery = rig.delivery()
+    await rig.store.ensure_groups()
+    rig.pd.script(Reply(429, headers={"Retry-After": "30"}))
+    await rig.drain(delivery)
+    rig.clock.advance(20)  # backoff alone (max 4s) would be due; Retry-After is not
+    assert await rig.drain(delivery) == 0
+    rig.clock.advance(11)
+    assert await rig.drain(delivery) == 1
+    assert len(rig.pd.events) == 1
+
+
+async def test_a_400_is_permanent_and_recorded(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    delivery = rig.delivery()
+    await rig.store.ensure_groups()
+    rig.pd.script(
+        Reply(400, json={"status": "invalid event", "message": "Event object is invalid", "errors": ["x"]})
+    )
+    await rig.drain(delivery)
+    rig.clock.advance(3600)
+    assert await rig.drain(delivery) == 0
+    assert rig.sample("failed") == 1.0 and rig.pd.events == []
+    last = (await rig.store.timeline(incident_id))[-1]
+    assert last["kind"] == "delivery_failed" and "Event object is invalid" in last["text"]
+
+
+async def test_it_gives_up_after_max_attempts(rig: Rig) -> None:
+    await open_incident(rig)
+    delivery = rig.delivery(max_attempts=2)
+    await rig.store.ensure_groups()
+    rig.pd.script(Reply(500), Reply(500), Reply(500))
+    await rig.drain(delivery)
+    rig.clock.advance(10)
+    await rig.drain(delivery)
+    rig.clock.advance(100)
+    assert await rig.drain(delivery) == 0
+    assert len(rig.pd.requests) == 2 and rig.sample("failed") == 1.0
+
+
+async def test_a_dead_replicas_pending_delivery_is_claimed_by_another(rig: Rig) -> None:
+    await open_incident(rig)
+    await rig.store.ensure_groups()
+    dead = await rig.store.read_outbox("dead-replica", 10)  # read, then the replica dies
+    assert len(dead) == 1
+    await asyncio.sleep(0.05)
+    claimed = await rig.store.claim_stale("alive", min_idle_ms=10, count=10)
+    assert [c.entry_id for c in claimed] == [dead[0].entry_id]
+    live = rig.delivery("alive")
+    await live.handle(claimed[0])
+    assert [e["event_action"] for e in rig.pd.events] == ["trigger"]
+    assert await rig.store.claim_stale("alive", min_idle_ms=0, count=10) == []  # acked
+
+
+async def test_a_page_for_an_incident_resolved_before_delivery_is_skipped(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    await rig.store.ensure_groups()
+    from engine.escalation import Resolve
+
+    await rig.proc.act(incident_id, Resolve("alice"))
+    await rig.drain(rig.delivery())
+    # the trigger is skipped; the resolve mirror still goes out (PagerDuty drops it harmlessly)
+    assert [e["event_action"] for e in rig.pd.events] == ["resolve"]
+    kinds = [e["kind"] for e in await rig.store.timeline(incident_id)]
+    assert "page_skipped" in kinds
+
+
+async def test_ack_is_mirrored_to_pagerduty(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    await rig.store.ensure_groups()
+    await rig.proc.act(incident_id, Acknowledge("alice"))
+    await rig.drain(rig.delivery())
+    assert [e["event_action"] for e in rig.pd.events] == ["trigger", "acknowledge"]
+    assert rig.pd.events[1]["dedup_key"] == incident_id
+
+
+def test_targets_expand_to_contact_methods() -> None:
+    from tests.unit.escalation_helpers import POLICIES as P
+
+    assert expand_target("user:a", P) == [("email", "a@x")]
+    assert expand_target("user:nobody", P) == []
+    assert expand_target("pagerduty:p", P) == [("pagerduty", "p")]
+    assert expand_target("schedule:primary", P) == []
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for attempt in range(10):
+        delay = backoff_s(attempt, 2.0, 60.0)
+        assert 1.0 <= delay <= min(60.0, 2.0 * 2**attempt)

@@ -1,0 +1,41 @@
+"""The CLI's check command, and serve refusing a broken policy set before it starts anything."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+
+ROOT = Path(__file__).parent.parent.parent
+INVALID = ROOT / "tests" / "fixtures" / "policies" / "invalid"
+
+
+def test_check_passes_on_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(ROOT / "policies")]) == 0
+    out = capsys.readouterr().out
+    assert "OK: 4 severities, 4 rules, 4 escalation policies, 4 users" in out
+
+
+def test_check_reports_file_and_line_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(INVALID / "bad-duration")]) == 1
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    path, line, message = first.split(":", 2)
+    assert path.endswith(".yaml") and line.isdigit() and "duration" in message
+    assert err.splitlines()[-1].startswith("1 error(s) in")
+
+
+def test_serve_refuses_invalid_policies_before_starting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(["serve", "--policies", str(INVALID / "bad-duration"), "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "refusing to start" in capsys.readouterr().err
+    assert not (tmp_path / "redis.sock").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("escalation-engine ")
