@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from engine.aio import raise_if_cancelling
 from engine.clock import Clock
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError, StoreError
 from engine.messages import build_message
@@ -47,12 +48,6 @@ def expand_target(target: str, policies: PolicySet) -> list[tuple[str, str]]:
     return []  # schedule:, team: arrive with on-call schedules
 
 
-def _reraise_cancel() -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 _KIND = {"success": "delivered", "retry": "delivery_retry", "failed": "delivery_failed"}
 
 
@@ -61,7 +56,7 @@ def _unreachable(target: str, policies: PolicySet) -> str:
     if kind == "user":
         if name not in policies.users:
             return f"{target}: no such user"
-        return f"{target}: the user has no contact method (email, slack, pagerduty)"
+        return f"{target}: no contact method on a configured channel (email, slack, pagerduty)"
     return f"{target}: {kind} targets cannot be delivered by this release yet"
 
 
@@ -114,7 +109,7 @@ class Delivery:
                     continue
                 await self.store.pump_retries(self.clock.now_ms())
             except StoreError as exc:
-                _reraise_cancel()  # redis-py can turn a cancelled read into a connection error
+                raise_if_cancelling()
                 log.warning("delivery_store_unavailable", error=str(exc))
             self.wake.clear()
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
@@ -145,6 +140,9 @@ class Delivery:
             pairs = [(msg["channel"], msg["address"])]
         else:
             pairs = expand_target(msg["target"], policies)
+            if msg["target"].startswith("user:"):
+                # a person is reached through the channels this engine has; others are not errors
+                pairs = [(c, a) for c, a in pairs if c in self.notifiers]
             if not pairs:
                 await self._note(inc.id, "delivery_failed", "engine", _unreachable(msg["target"], policies))
         if action is Action.TRIGGER and not inc.is_open:

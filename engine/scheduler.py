@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import structlog
 
+from engine.aio import raise_if_cancelling
 from engine.clock import Clock
-from engine.delivery import _reraise_cancel
 from engine.errors import EngineError, StoreError
 from engine.metrics import Metrics
 from engine.processor import Processor
@@ -51,7 +51,7 @@ class Scheduler:
             try:
                 sleep_s = await self.cycle()
             except StoreError as exc:
-                _reraise_cancel()
+                raise_if_cancelling()
                 log.warning("scheduler_store_unavailable", error=str(exc))
                 sleep_s = self.max_sleep_s
             self._sleep_until_ms = self.clock.now_ms() + int(sleep_s * 1000)
