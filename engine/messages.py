@@ -42,7 +42,6 @@ def build_message(
         if action is Action.RESOLVE
         else None
     )
-    word = {Action.TRIGGER: "", Action.ACKNOWLEDGE: "[ACK] ", Action.RESOLVE: "[RESOLVED] "}[action]
     alerts = tuple(
         AlertSummary(
             fingerprint=a.fingerprint,
@@ -57,7 +56,7 @@ def build_message(
     return Message(
         action=action,
         incident_id=inc.id,
-        title=f"{word}[{inc.severity}] {inc.title}",
+        title=f"[{inc.severity}] {inc.title}",  # the same for every message: mail clients thread by subject
         body=_body(inc, action, level, policies, url),
         severity=inc.severity,
         severity_rank=rank,

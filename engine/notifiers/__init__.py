@@ -1,11 +1,13 @@
 """Channel adapters, and building them from the policy's `channels` section."""
 
 from collections.abc import Mapping
+from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 import aiohttp
 
 from engine.notifiers.base import Action, AlertSummary, Message, Notifier
+from engine.notifiers.email import DEFAULT_HOSTNAME_FOR_IDS, EmailNotifier
 from engine.notifiers.pagerduty import PagerDutyNotifier
 from engine.notifiers.webhook import WebhookNotifier
 from engine.secrets import resolve_secret
@@ -16,6 +18,7 @@ if TYPE_CHECKING:  # keeps the adapters importable without the policy layer
 __all__ = [
     "Action",
     "AlertSummary",
+    "EmailNotifier",
     "Message",
     "Notifier",
     "PagerDutyNotifier",
@@ -35,7 +38,7 @@ def _secret(env: str | None, file: str | None, environ: Mapping[str, str]) -> st
 def build_notifiers(
     channels: "Channels", session: aiohttp.ClientSession, environ: Mapping[str, str]
 ) -> dict[str, Notifier]:
-    """Notifiers by channel name for the configured HTTP channels (pagerduty, webhook)."""
+    """Notifiers by channel name for the configured channels (pagerduty, webhook, email)."""
     notifiers: dict[str, Notifier] = {}
     if channels.pagerduty is not None:
         keys: dict[str, str | Exception] = {}
@@ -49,4 +52,18 @@ def build_notifiers(
             for name, ep in channels.webhook.endpoints.items()
         }
         notifiers["webhook"] = WebhookNotifier(session, endpoints)
+    if channels.email is not None:
+        mail = channels.email
+        # Message-IDs on the sender's domain: one the operator controls, and a real domain name.
+        domain = parseaddr(mail.from_)[1].rpartition("@")[2]
+        notifiers["email"] = EmailNotifier(
+            mail.smtp_host,
+            mail.smtp_port,
+            mail.from_,
+            starttls=mail.starttls,
+            tls=mail.tls,
+            username=_secret(mail.username_env, mail.username_file, environ),
+            password=_secret(mail.password_env, mail.password_file, environ),
+            hostname_for_ids=domain or DEFAULT_HOSTNAME_FOR_IDS,
+        )
     return notifiers

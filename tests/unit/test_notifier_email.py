@@ -1,0 +1,462 @@
+"""EmailNotifier against real SMTP servers: aiosmtpd Controllers on 127.0.0.1, each on its own thread."""
+
+import asyncio
+import email
+import email.policy
+import re
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from engine.errors import PermanentDeliveryError, RetryableDeliveryError
+from engine.notifiers import EmailNotifier, build_notifiers
+from engine.notifiers.base import Action, AlertSummary, Message
+from engine.notifiers.email import thread_root
+from tests.servers import free_port
+
+HOST = "127.0.0.1"
+SENDER = "Escalation Engine <alerts@example.com>"
+USER = "engine"
+PASSWORD = "s3cret-pw"
+
+# aiosmtpd warns (UserWarning, on every connection) when a server requires AUTH without TLS. These
+# servers do so on purpose, on loopback, to test AUTH without certificates; pyproject turns warnings
+# into errors, so the tests that start one ignore exactly that warning.
+cleartext_auth_server = pytest.mark.filterwarnings(
+    "ignore:Requiring AUTH while not requiring TLS can lead to security vulnerabilities!:UserWarning"
+)
+
+MESSAGE = Message(
+    action=Action.TRIGGER,
+    incident_id="3-0a1b2c3d4e5f",
+    title="[P1] HighErrorRate checkout",
+    body=(
+        "Incident 3-0a1b2c3d4e5f: HighErrorRate checkout\n"
+        "Severity: P1\n"
+        "  [firing] HighErrorRate web-1 <script>alert('x')</script> 5xx above 5%\n"
+        "    runbook: javascript:alert(1)"
+    ),
+    severity="P1",
+    severity_rank=1,
+    status="triggered",
+    level=0,
+    target="user:sre-oncall",
+    address="oncall@example.com",
+    labels={"alertname": "HighErrorRate", "service": "checkout"},
+    alerts=(
+        AlertSummary(
+            fingerprint="ab12",
+            status="firing",
+            labels={"alertname": "HighErrorRate", "service": "checkout", "instance": "web-1"},
+            annotations={
+                "summary": "<script>alert('x')</script> 5xx above 5%",
+                "runbook_url": "javascript:alert(1)",
+            },
+            starts_at="2026-11-23T10:00:00Z",
+            generator_url="http://prom.example/graph?g0.expr=a&g0.tab=1",
+        ),
+    ),
+    triggered_at="2026-11-23T10:00:05Z",
+    incident_url="https://esc.example/api/v1/incidents/3-0a1b2c3d4e5f",
+)
+
+
+@dataclass
+class Handler:
+    """Records accepted envelopes; `rcpt_reply` / `data_reply` turn the server into a refusing one."""
+
+    rcpt_reply: str | None = None
+    data_reply: str | None = None
+    envelopes: list[Any] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply:
+            return self.data_reply
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+    def emails(self) -> list[EmailMessage]:
+        return [email.message_from_bytes(e.content, policy=email.policy.default) for e in self.envelopes]
+
+
+def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and auth_data == (USER.encode(), PASSWORD.encode())
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
+
+
+class _Controller(Controller):
+    """Listens on port 0 and learns the kernel's choice (Controller itself needs a fixed port)."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Server:
+    handler: Handler
+    port: int
+
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[StartServer]:
+    """Starts aiosmtpd servers (own thread and loop each); all are stopped at teardown."""
+    controllers: list[Controller] = []
+
+    def start(handler: Handler | None = None, **kwargs: Any) -> Server:
+        handler = handler or Handler()
+        controller = _Controller(handler, hostname=HOST, port=0, ready_timeout=5, **kwargs)
+        controller.start()
+        controllers.append(controller)
+        return Server(handler, controller.port)
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI: no test-only Python dependency)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*certificate)
+    return ctx
+
+
+def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def notifier(
+    port: int,
+    *,
+    starttls: bool = False,
+    tls: bool = False,
+    username: str | Exception | None = None,
+    password: str | Exception | None = None,
+    timeout_s: float = 2,
+    tls_context: ssl.SSLContext | None = None,
+    host: str = HOST,
+) -> EmailNotifier:
+    return EmailNotifier(
+        host,
+        port,
+        SENDER,
+        starttls=starttls,
+        tls=tls,
+        username=username,
+        password=password,
+        timeout_s=timeout_s,
+        hostname_for_ids="alerts.example.com",
+        tls_context=tls_context,
+    )
+
+
+# ---- content -------------------------------------------------------------------------------------
+
+
+async def test_delivers_multipart_email_with_headers(smtp_server: StartServer) -> None:
+    server = smtp_server()
+
+    await notifier(server.port).send(MESSAGE)
+
+    [envelope] = server.handler.envelopes
+    assert envelope.mail_from == "alerts@example.com"
+    assert envelope.rcpt_tos == ["oncall@example.com"]
+    [mail] = server.handler.emails()
+    assert mail["Subject"] == "[P1] HighErrorRate checkout"
+    assert mail["From"] == SENDER
+    assert mail["To"] == "oncall@example.com"
+    assert mail["Date"].datetime.tzinfo is not None
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["X-Escalation-Incident"] == "3-0a1b2c3d4e5f"
+    assert mail["X-Escalation-Action"] == "trigger"
+    assert mail.get_content_type() == "multipart/alternative"
+    parts = list(mail.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]  # preferred last
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    text, page = (p.get_content().replace("\r\n", "\n") for p in parts)  # CRLF as on the wire
+    assert text.startswith(MESSAGE.body)
+    assert f"Incident: {MESSAGE.incident_url}" in text
+    assert f'<a href="{MESSAGE.incident_url}">' in page
+
+
+async def test_html_part_escapes_alert_text(smtp_server: StartServer) -> None:
+    server = smtp_server()
+    hostile = replace(MESSAGE, title="[P1] <img src=x onerror=alert(1)>\nInjected: header")
+
+    await notifier(server.port).send(hostile)
+
+    [mail] = server.handler.emails()
+    assert mail["Subject"] == "[P1] <img src=x onerror=alert(1)> Injected: header"  # one line, no header
+    assert mail["Injected"] is None
+    html_part = mail.get_body(preferencelist=("html",))
+    assert html_part is not None
+    page = html_part.get_content()
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'href="javascript:' not in page  # a non-http runbook URL stays text
+    assert 'href="http://prom.example/graph?g0.expr=a&amp;g0.tab=1"' in page
+
+
+# ---- threading -----------------------------------------------------------------------------------
+
+
+async def test_one_thread_per_incident(smtp_server: StartServer) -> None:
+    server = smtp_server()
+    email_notifier = notifier(server.port)
+    other = replace(MESSAGE, incident_id="3-ffffffffffff")
+    sequence = [
+        MESSAGE,
+        replace(MESSAGE, level=1),  # escalation
+        replace(MESSAGE, action=Action.ACKNOWLEDGE, status="acknowledged", title="[ACK] " + MESSAGE.title),
+        replace(MESSAGE),  # a repeat cycle pages level 0 again: the same fields as the first page
+        replace(MESSAGE, action=Action.RESOLVE, status="resolved", title="[RESOLVED] " + MESSAGE.title),
+        other,
+    ]
+
+    for message in sequence:
+        await email_notifier.send(message)
+
+    mails = server.handler.emails()
+    root = "<incident-3-0a1b2c3d4e5f@alerts.example.com>"
+    assert thread_root(MESSAGE.incident_id, "alerts.example.com") == root
+    assert [m["X-Escalation-Action"] for m in mails[:5]] == [
+        "trigger", "trigger", "acknowledge", "trigger", "resolve"
+    ]  # fmt: skip
+    for mail in mails[:5]:
+        assert mail["In-Reply-To"] == root
+        assert mail["References"] == root
+    ids = [m["Message-ID"] for m in mails]
+    assert len(set(ids)) == len(ids)  # never reused: clients drop a second message with a known id
+    assert root not in ids
+    assert all(i.startswith("<") and i.endswith("@alerts.example.com>") for i in ids)
+    other_root = thread_root(other.incident_id, "alerts.example.com")
+    assert other_root != root
+    assert mails[5]["In-Reply-To"] == other_root
+    assert mails[5]["References"] == other_root
+
+
+def test_thread_root_keeps_message_id_syntax() -> None:
+    assert thread_root("3-abc", "example.com") == "<incident-3-abc@example.com>"
+    assert thread_root("a b<c>@d", "example.com") == "<incident-a_b_c__d@example.com>"
+
+
+# ---- failures ------------------------------------------------------------------------------------
+
+
+async def test_connection_refused_is_retryable() -> None:
+    with pytest.raises(RetryableDeliveryError, match=r"oncall@example\.com.*127\.0\.0\.1"):
+        await notifier(free_port()).send(MESSAGE)
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """Accepts connections and never sends the SMTP greeting."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(hold, HOST, 0)
+    yield server.sockets[0].getsockname()[1]
+    for writer in writers:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_server_that_never_answers_is_retryable(silent_server: int) -> None:
+    with pytest.raises(RetryableDeliveryError, match=r"timed out"):
+        await notifier(silent_server, timeout_s=0.2).send(MESSAGE)
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "error"),
+    [
+        ("data", "451 4.3.0 Try again later", RetryableDeliveryError),
+        ("rcpt", "450 4.2.1 Mailbox busy", RetryableDeliveryError),
+        ("rcpt", "550 5.1.1 No such user", PermanentDeliveryError),
+        ("data", "554 5.7.1 Rejected as spam", PermanentDeliveryError),
+    ],
+    ids=["data-451", "rcpt-450", "rcpt-550", "data-554"],
+)
+async def test_smtp_reply_class_decides_retry(
+    smtp_server: StartServer, stage: str, reply: str, error: type[Exception]
+) -> None:
+    server = smtp_server(Handler(rcpt_reply=reply) if stage == "rcpt" else Handler(data_reply=reply))
+
+    with pytest.raises(error, match=re.escape(reply)) as info:
+        await notifier(server.port).send(MESSAGE)
+
+    assert type(info.value) is error
+    assert server.handler.envelopes == []
+
+
+async def test_invalid_recipient_address_is_permanent(smtp_server: StartServer) -> None:
+    server = smtp_server()
+    with pytest.raises(PermanentDeliveryError, match="not an email address"):
+        await notifier(server.port).send(replace(MESSAGE, address="sre-oncall"))
+    assert server.handler.envelopes == []
+
+
+# ---- authentication and TLS ----------------------------------------------------------------------
+
+
+@cleartext_auth_server
+async def test_auth_with_right_credentials_delivers(smtp_server: StartServer) -> None:
+    server = smtp_server(auth_required=True, auth_require_tls=False, authenticator=authenticator)
+
+    await notifier(server.port, username=USER, password=PASSWORD).send(MESSAGE)
+
+    assert len(server.handler.envelopes) == 1
+
+
+@cleartext_auth_server
+async def test_auth_with_wrong_password_is_permanent(smtp_server: StartServer) -> None:
+    server = smtp_server(auth_required=True, auth_require_tls=False, authenticator=authenticator)
+
+    with pytest.raises(PermanentDeliveryError, match="authentication failed: 535") as info:
+        await notifier(server.port, username=USER, password="wrong-pw").send(MESSAGE)
+
+    assert "wrong-pw" not in str(info.value)
+    assert server.handler.envelopes == []
+
+
+@cleartext_auth_server
+async def test_auth_required_but_no_credentials_is_permanent(smtp_server: StartServer) -> None:
+    server = smtp_server(auth_required=True, auth_require_tls=False, authenticator=authenticator)
+
+    with pytest.raises(PermanentDeliveryError, match="530"):
+        await notifier(server.port).send(MESSAGE)
+
+
+@pytest.mark.parametrize("which", ["username", "password"])
+async def test_unresolved_secret_is_permanent_and_named(which: str) -> None:
+    missing = ValueError("environment variable SMTP_SECRET is not set")
+    given: dict[str, str | Exception] = {"username": USER, "password": PASSWORD, which: missing}
+
+    with pytest.raises(PermanentDeliveryError, match=f"SMTP {which} unavailable: environment variable"):
+        await notifier(free_port(), username=given["username"], password=given["password"]).send(MESSAGE)
+
+
+async def test_credentials_are_never_sent_in_cleartext_to_a_remote_host() -> None:
+    remote = notifier(25, host="smtp.example.invalid", username=USER, password=PASSWORD)
+    with pytest.raises(PermanentDeliveryError, match="without TLS") as info:
+        await remote.send(MESSAGE)  # refused before connecting: the host does not even resolve
+    assert PASSWORD not in str(info.value)
+
+
+async def test_starttls_then_auth(smtp_server: StartServer, certificate: tuple[Path, Path]) -> None:
+    server = smtp_server(
+        tls_context=server_tls(certificate),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    tls_notifier = notifier(
+        server.port, starttls=True, username=USER, password=PASSWORD, tls_context=client_tls(certificate)
+    )
+
+    await tls_notifier.send(MESSAGE)
+
+    [envelope] = server.handler.envelopes
+    assert envelope.rcpt_tos == ["oncall@example.com"]
+
+
+async def test_implicit_tls(smtp_server: StartServer, certificate: tuple[Path, Path]) -> None:
+    server = smtp_server(ssl_context=server_tls(certificate))
+
+    # starttls=True as well (the policy's default): implicit TLS wins, nothing to upgrade.
+    await notifier(server.port, tls=True, starttls=True, tls_context=client_tls(certificate)).send(MESSAGE)
+
+    assert len(server.handler.envelopes) == 1
+
+
+async def test_starttls_with_untrusted_certificate_is_retryable(
+    smtp_server: StartServer, certificate: tuple[Path, Path]
+) -> None:
+    server = smtp_server(tls_context=server_tls(certificate), require_starttls=True)
+
+    with pytest.raises(RetryableDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+        await notifier(server.port, starttls=True).send(MESSAGE)  # system CAs: not trusted
+
+    assert server.handler.envelopes == []
+
+
+async def test_starttls_required_but_not_offered_is_permanent(smtp_server: StartServer) -> None:
+    server = smtp_server()
+
+    with pytest.raises(PermanentDeliveryError, match="STARTTLS"):
+        await notifier(server.port, starttls=True).send(MESSAGE)
+
+    assert server.handler.envelopes == []
+
+
+# ---- build_notifiers -----------------------------------------------------------------------------
+
+
+@cleartext_auth_server
+async def test_build_notifiers_builds_email_from_policy_channels(
+    smtp_server: StartServer, tmp_path: Path
+) -> None:
+    from engine.policy.models import Channels  # local, as in test_secrets: the policy layer is optional
+
+    server = smtp_server(auth_required=True, auth_require_tls=False, authenticator=authenticator)
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text(PASSWORD + "\n")
+    settings = {
+        "smtp_host": HOST,
+        "smtp_port": server.port,
+        "starttls": False,
+        "from": SENDER,
+        "username_env": "SMTP_USER",
+        "password_file": str(password_file),
+    }
+    channels = Channels.model_validate({"email": settings})
+
+    notifiers = build_notifiers(channels, None, {"SMTP_USER": USER})  # type: ignore[arg-type]
+    await notifiers["email"].send(MESSAGE)
+    broken = build_notifiers(channels, None, {})  # type: ignore[arg-type]
+    with pytest.raises(PermanentDeliveryError, match="environment variable SMTP_USER is not set"):
+        await broken["email"].send(MESSAGE)
+
+    assert notifiers["email"].channel == "email"
+    [mail] = server.handler.emails()
+    assert mail["References"] == "<incident-3-0a1b2c3d4e5f@example.com>"  # ids on the sender's domain
