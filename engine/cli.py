@@ -64,7 +64,6 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k in ("policies", "listen", "redis_url", "data_dir") and v
     }
     settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
     try:
         policies = load_policies(settings.policies)
     except PolicyError as exc:
@@ -72,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"refusing to start: {len(exc.problems)} error(s) in {settings.policies}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, policies)
     host, port = settings.listen_host_port()
     log = structlog.get_logger("engine")

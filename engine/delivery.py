@@ -12,6 +12,8 @@ import structlog
 from engine.aio import raise_if_cancelling
 from engine.clock import Clock
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError, StoreError
+from engine.escalation import policy_of
+from engine.incident import Incident, Status
 from engine.messages import build_message
 from engine.metrics import Metrics
 from engine.notifiers.base import Action, Notifier
@@ -49,6 +51,20 @@ def expand_target(target: str, policies: PolicySet) -> list[tuple[str, str]]:
 
 
 _KIND = {"success": "delivered", "retry": "delivery_retry", "failed": "delivery_failed"}
+
+
+def _stale(inc: Incident, action: Action, policies: PolicySet) -> str:
+    """Why a decided notification no longer applies by the time it is sent ("" when it does)."""
+    if action is Action.TRIGGER:
+        if inc.status is Status.RESOLVED:
+            return "already resolved"
+        if inc.status is Status.SNOOZED:
+            return "snoozed"
+        if inc.status is Status.ACKNOWLEDGED and policy_of(inc, policies).until == "acknowledged":
+            return "already acknowledged"
+    if action is Action.ACKNOWLEDGE and inc.status is not Status.ACKNOWLEDGED:
+        return f"incident is {inc.status} now"
+    return ""
 
 
 def _unreachable(target: str, policies: PolicySet) -> str:
@@ -102,15 +118,14 @@ class Delivery:
                         self.config.consumer, int(self.config.claim_idle_s * 1000), self.config.batch
                     )
                 if entries:
-                    results = await asyncio.gather(*(self.handle(e) for e in entries), return_exceptions=True)
-                    for entry, result in zip(entries, results, strict=True):
-                        if isinstance(result, BaseException):  # left pending: retried after claim_idle_s
-                            log.error("delivery_crashed", entry=entry.entry_id, error=repr(result))
+                    await self._handle_batch(entries)
                     continue
                 await self.store.pump_retries(self.clock.now_ms())
             except StoreError as exc:
                 raise_if_cancelling()
                 log.warning("delivery_store_unavailable", error=str(exc))
+            except Exception as exc:
+                log.exception("delivery_loop_error", error=repr(exc))
             self.wake.clear()
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(self.config.poll_s):
@@ -127,6 +142,23 @@ class Delivery:
                 log.warning("delivery_store_unavailable", error=str(exc))
                 await asyncio.sleep(self.config.poll_s)
 
+    async def _handle_batch(self, entries: list[OutboxEntry]) -> None:
+        """Incidents in parallel; one incident's entries in order, so an ack never overtakes its page."""
+        by_incident: dict[str, list[OutboxEntry]] = {}
+        for e in entries:
+            by_incident.setdefault(str(e.message.get("incident_id")), []).append(e)
+
+        async def in_order(group: list[OutboxEntry]) -> None:
+            for e in group:
+                try:
+                    await self.handle(e)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    log.exception("delivery_crashed", entry=e.entry_id, error=repr(exc))
+
+        await asyncio.gather(*(in_order(g) for g in by_incident.values()))
+
     async def handle(self, entry: OutboxEntry) -> None:
         """Send one outbox entry to every address its target expands to; ack or park retries."""
         msg = entry.message
@@ -134,6 +166,13 @@ class Delivery:
         inc = await self.store.load(msg["incident_id"])
         action = Action(msg["action"])
         if inc is None:
+            await self.store.ack(entry)
+            return
+        stale = _stale(inc, action, policies)
+        if stale:
+            await self._note(
+                inc.id, "page_skipped", "engine", f"{action} to {msg['target']} skipped: {stale}"
+            )
             await self.store.ack(entry)
             return
         if "channel" in msg:
@@ -145,12 +184,6 @@ class Delivery:
                 pairs = [(c, a) for c, a in pairs if c in self.notifiers]
             if not pairs:
                 await self._note(inc.id, "delivery_failed", "engine", _unreachable(msg["target"], policies))
-        if action is Action.TRIGGER and not inc.is_open:
-            await self._note(
-                inc.id, "page_skipped", "engine", f"Page to {msg['target']} skipped: already resolved"
-            )
-            await self.store.ack(entry)
-            return
         retries: list[tuple[int, dict[str, Any]]] = []
         for channel, address in pairs:
             attempt = int(msg.get("attempt", 0))
@@ -162,6 +195,7 @@ class Delivery:
                 address=address,
                 policies=policies,
                 public_url=self.config.public_url,
+                decided_ms=int(msg.get("at_ms", 0)),
             )
             retry_after = await self._send(inc.id, channel, address, message, attempt)
             if retry_after is not None:

@@ -194,9 +194,14 @@ def _resolve(inc: Incident, d: Decision, by: str, text: str, now: int) -> None:
 def _page_due(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
     """Page every ladder step whose absolute deadline has passed (several after downtime)."""
     limit = policy.step_count() if inc.step_limit is None else min(inc.step_limit, policy.step_count())
+    due: list[int] = []
     while inc.step < limit and inc.anchor_ms + policy.step_offset_ms(inc.step) <= now:
-        _page_step(inc, d, policy, inc.step)
+        due.append(inc.step)
         inc.step += 1
+    levels = len(policy.levels)
+    for step in due:
+        if step + levels not in due:  # catching up: page each level once, not once per missed repeat
+            _page_step(inc, d, policy, step)
 
 
 def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int) -> None:
@@ -309,10 +314,7 @@ def _escalate_fresh(inc: Incident, d: Decision, policy: EscalationPolicy, now: i
 def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
     a = ra.alert
     known = inc.alerts.get(a.fingerprint)
-    if known is not None and (
-        (known.starts_at_ms == a.starts_at_ms and known.status == a.status)
-        or a.starts_at_ms < known.starts_at_ms
-    ):
+    if known is not None and _is_duplicate(known, a):
         d.duplicates += 1  # HA pair, retry or repeat_interval; or a stale occurrence
         return
     name = a.labels.get("alertname", a.fingerprint)
@@ -325,6 +327,17 @@ def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
         d.effects.append(Note("alert_refired", f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
     inc.alerts[a.fingerprint] = _state(ra)
     d.changed = True
+
+
+def _is_duplicate(known: AlertState, a: Alert) -> bool:
+    """Already applied: an occurrence is (fingerprint, startsAt), and a status is applied once."""
+    if a.status is AlertStatus.FIRING:
+        # the same or an older occurrence (Alertmanager keeps the earliest startsAt when it merges)
+        return a.starts_at_ms <= known.starts_at_ms
+    if known.status is AlertStatus.RESOLVED:
+        return True
+    # a resolve applies unless it ended before the occurrence we hold began (an older one)
+    return a.ends_at_ms is not None and a.ends_at_ms < known.starts_at_ms
 
 
 def _state(ra: RoutedAlert) -> AlertState:

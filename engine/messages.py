@@ -28,6 +28,7 @@ def build_message(
     address: str,
     policies: PolicySet,
     public_url: str = "",
+    decided_ms: int = 0,
 ) -> Message:
     rank = (
         policies.severity_rank(inc.severity)
@@ -69,6 +70,7 @@ def build_message(
         triggered_at=rfc3339(inc.created_ms),
         actor=actor or "",
         incident_url=url,
+        decided_ms=decided_ms,
     )
 
 

@@ -78,7 +78,14 @@ class Processor:
         return d.incident
 
     async def fire(self, incident_id: str, due_ms: int) -> Decision:
-        return await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms))
+        d = await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms))
+        if not d.changed:
+            # stale, or the incident is gone or closed: make the timers set agree with the incident
+            inc = d.incident
+            wanted = inc.timer_ms if inc is not None and inc.is_open else None
+            if wanted != due_ms:
+                await self.store.repair_timer(incident_id, due_ms, wanted)
+        return d
 
     async def _run(
         self, load: Callable[[], Awaitable[Incident | None]], make_event: Callable[[], Event]

@@ -1,20 +1,20 @@
 """Sleeps until the earliest due timer (woken early when a sooner one is set); fires it via decide()."""
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import structlog
 
 from engine.aio import raise_if_cancelling
 from engine.clock import Clock
-from engine.errors import EngineError, StoreError
+from engine.errors import StoreError
 from engine.metrics import Metrics
 from engine.processor import Processor
 from engine.store.redis import RedisStore
 
 log = structlog.get_logger(__name__)
 BATCH = 200
+RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
 class Scheduler:
@@ -33,7 +33,6 @@ class Scheduler:
         self.max_sleep_s = max_sleep_s
         self.wake = asyncio.Event()
         self._sleep_until_ms = 0
-        self._broken: dict[str, float] = {}  # incident id -> monotonic time to try again
         self.on_outbox: Callable[[], None] = lambda: None
         self._stopping = False
 
@@ -54,6 +53,9 @@ class Scheduler:
                 raise_if_cancelling()
                 log.warning("scheduler_store_unavailable", error=str(exc))
                 sleep_s = self.max_sleep_s
+            except Exception as exc:
+                log.exception("scheduler_cycle_failed", error=repr(exc))
+                sleep_s = self.max_sleep_s
             self._sleep_until_ms = self.clock.now_ms() + int(sleep_s * 1000)
             self.wake.clear()
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
@@ -68,16 +70,13 @@ class Scheduler:
         due = await self.store.due_timers(now, BATCH)
         fired = 0
         for incident_id, due_ms in due:
-            if self._broken.get(incident_id, 0) > time.monotonic():
-                continue
             try:
                 d = await self.processor.fire(incident_id, due_ms)
             except StoreError:
                 raise
-            except (EngineError, ValueError, KeyError, TypeError) as exc:
-                # one bad incident must not stop the others; try it again later
-                self._broken[incident_id] = time.monotonic() + 30
-                log.error("timer_failed", incident_id=incident_id, error=repr(exc))
+            except Exception as exc:
+                log.exception("timer_failed", incident_id=incident_id, error=repr(exc))
+                await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
                 continue
             if d.changed:
                 fired += 1
@@ -89,7 +88,7 @@ class Scheduler:
             return self.max_sleep_s
         delay = (nxt - self.clock.now_ms()) / 1000
         if delay <= 0:
-            # due but not fired: delivery retries (hand them to the outbox) or broken incidents
+            # due but not fired: delivery retries to hand to the outbox
             if await self.store.pump_retries(self.clock.now_ms()):
                 self.on_outbox()
                 return 0.0

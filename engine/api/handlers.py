@@ -13,6 +13,8 @@ from engine.ingest.alertmanager import parse_payload
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import parse_matcher
 
+MAX_SNOOZE_MS = 30 * 86_400_000
+
 
 async def _json_body(request: web.Request, *, required: bool) -> Any:
     body = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413
@@ -24,6 +26,8 @@ async def _json_body(request: web.Request, *, required: bool) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IngestError(f"body is not valid JSON: {exc}", status=400) from None
+    except RecursionError:
+        raise IngestError("body is not valid JSON: nested too deeply", status=400) from None
 
 
 async def alertmanager(request: web.Request) -> web.Response:
@@ -114,9 +118,12 @@ async def incident_action(request: web.Request) -> web.Response:
     event: Event
     if action == "snooze":
         try:
-            event = Snooze(by, parse_duration_ms(str(body.get("duration", ""))), note)
+            duration_ms = parse_duration_ms(str(body.get("duration", "")))
         except ValueError as exc:
             raise IngestError(f"duration: {exc}", status=422) from None
+        if not 0 < duration_ms <= MAX_SNOOZE_MS:
+            raise IngestError("duration: must be more than 0s and at most 30d", status=422)
+        event = Snooze(by, duration_ms, note)
     elif action in MANUAL_ACTIONS:
         event = MANUAL_ACTIONS[action](by, note)
     else:

@@ -45,6 +45,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return resp
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time compare; bytes so that non-ASCII input is a mismatch, not a TypeError."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
 class Auth:
     """Bearer token and/or basic auth for write endpoints; with neither configured, they are open."""
 
@@ -61,14 +66,14 @@ class Auth:
             return
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        if self.token is not None and scheme.lower() == "bearer" and hmac.compare_digest(value, self.token):
+        if self.token is not None and scheme.lower() == "bearer" and _same(value, self.token):
             return
         if self.basic is not None and scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 user, password = "", ""
-            if hmac.compare_digest(user, self.basic[0]) & hmac.compare_digest(password, self.basic[1]):
+            if _same(user, self.basic[0]) & _same(password, self.basic[1]):
                 return
         raise web.HTTPUnauthorized(
             reason="missing or bad credentials",

@@ -40,6 +40,7 @@ class Message:
     triggered_at: str = ""  # RFC 3339 trigger time
     actor: str = ""  # who acked/resolved, when known
     incident_url: str = ""  # link to the incident in the engine's API
+    decided_ms: int = 0  # when the engine decided this notification: retries of it share the value
 
 
 class Notifier(Protocol):

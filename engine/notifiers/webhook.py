@@ -82,7 +82,7 @@ async def http_post(
 
 def event_id(message: Message) -> str:
     """Stable across retries of one delivery, so receivers can drop at-least-once duplicates."""
-    key = f"{message.incident_id}|{message.action}|{message.level}|{message.target}"
+    key = f"{message.incident_id}|{message.action}|{message.level}|{message.target}|{message.decided_ms}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 

@@ -214,5 +214,6 @@ class PolicySet(Model):
     channels: Channels = Channels()
 
     def severity_rank(self, name: str) -> int:
-        """0 for the highest severity (listed first)."""
-        return list(self.severities).index(name)
+        """0 for the highest severity (listed first); a name no longer defined ranks below all."""
+        names = list(self.severities)
+        return names.index(name) if name in names else len(names)

@@ -41,6 +41,7 @@ class RedisStore:
         self._commit = client.register_script(_script("commit.lua"))
         self._pump = client.register_script(_script("pump.lua"))
         self._retry = client.register_script(_script("retry.lua"))
+        self._repair = client.register_script(_script("repair.lua"))
 
     async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
         """Await fn(), turning Redis and socket failures into StoreError naming the step."""
@@ -73,8 +74,25 @@ class RedisStore:
         return inc
 
     async def load_by_key(self, incident_key: str) -> Incident | None:
-        current = await self._call("load key pointer", lambda: self.client.get(keys.pointer(incident_key)))
-        return None if current is None else await self.load(bytes(current).decode())
+        pointer = keys.pointer(incident_key)
+        current = await self._call("load key pointer", lambda: self.client.get(pointer))
+        if current is None:
+            return None
+        incident_id = bytes(current).decode()
+        inc = await self.load(incident_id)
+        if inc is None:  # the incident is gone (evicted, deleted): forget the dangling pointer
+            ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]
+            await self._call(
+                "drop dangling pointer", lambda: self._repair(keys=ks, args=["", "", "", incident_id])
+            )
+        return inc
+
+    async def repair_timer(self, incident_id: str, seen_due_ms: int, due_ms: int | None) -> None:
+        """Move a timer the incident no longer wants (or remove it) unless someone moved it meanwhile."""
+        timers = keys.timers(keys.shard_of_id(incident_id))
+        args: list[str | int] = [incident_id, seen_due_ms, "" if due_ms is None else due_ms, ""]
+        # the pointer slot is unused here; the timers key stands in so both keys share a hash slot
+        await self._call("repair timer", lambda: self._repair(keys=[timers, timers], args=args))
 
     async def commit(
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[str]
@@ -146,11 +164,16 @@ class RedisStore:
                     pipe.hmget(keys.incident(incident_id), ["v", "d"])
                 rows = await pipe.execute()
             out = []
-            for v, d in rows:
-                if d is not None:  # expired after the retention period
-                    inc = Incident.from_json(d)
-                    inc.version = int(v)
-                    out.append(inc)
+            expired: list[str] = []
+            for (_, incident_id), (v, d) in zip(newest, rows, strict=True):
+                if d is None:  # expired after the retention period
+                    expired.append(incident_id)
+                    continue
+                inc = Incident.from_json(d)
+                inc.version = int(v)
+                out.append(inc)
+            for incident_id in expired:
+                await self.client.zrem(keys.index(keys.shard_of_id(incident_id)), incident_id)
             return out
 
         return await self._run("list incidents", read)
@@ -248,10 +271,16 @@ class RedisStore:
         return await self._run("claim stale deliveries", read)
 
     async def ack(self, entry: OutboxEntry) -> None:
+        """Done with an entry: ack and delete it, so the stream holds only undelivered work."""
         stream = keys.outbox(entry.shard)
-        await self._call(
-            "ack delivery", lambda: self.client.xack(stream, keys.DELIVERY_GROUP, entry.entry_id)
-        )
+
+        async def write() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, keys.DELIVERY_GROUP, entry.entry_id)
+                pipe.xdel(stream, entry.entry_id)
+                await pipe.execute()
+
+        await self._run("ack delivery", write)
 
     async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, dict[str, Any]]]) -> None:
         """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""

@@ -240,3 +240,20 @@ async def test_redis_down_is_a_503_and_recovers(tmp_path: Path) -> None:
             resp = await client.post("/api/v1/alertmanager", data=data)
             assert resp.status == 200  # nothing accepted earlier was lost: it is a duplicate now
             assert (await resp.json())["duplicates"] == 1
+
+
+async def test_hostile_inputs_get_json_4xx_not_500(engine: Engine) -> None:
+    resp = await engine.client.post(
+        "/api/v1/alertmanager", data=b"{}", headers={"Authorization": "Bearer \u00e9t\u00e9"}
+    )
+    assert resp.status == 401 and resp.content_type == "application/json"
+    resp = await engine.post(b"[" * 5000)
+    assert resp.status == 400 and "nested" in (await resp.json())["error"]
+    incident_id = (await (await engine.post(body("01-firing-single.json"))).json())["incidents"][0]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"/api/v1/incidents/{incident_id}/snooze"
+    resp = await engine.client.post(url, json={"duration": "10000y"}, headers=auth)
+    assert resp.status == 422
+    resp = await engine.client.post(url, json=["not", "an", "object"], headers=auth)
+    assert resp.status == 400
+    assert (await engine.client.get(f"/api/v1/incidents/{incident_id}")).status == 200

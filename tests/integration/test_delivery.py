@@ -142,6 +142,21 @@ async def test_a_dead_replicas_pending_delivery_is_claimed_by_another(rig: Rig) 
     assert await rig.store.claim_stale("alive", min_idle_ms=0, count=10) == []  # acked
 
 
+async def test_a_page_still_waiting_when_the_incident_is_acknowledged_is_not_sent(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    await rig.store.ensure_groups()
+    delivery = rig.delivery()
+    rig.pd.script(Reply(500))
+    await rig.drain(delivery)  # the first attempt fails; a retry is parked
+    await rig.proc.act(incident_id, Acknowledge("alice"))  # until: acknowledged
+    rig.clock.advance(10)
+    await rig.drain(delivery)
+    # the late page is not sent; the ack mirror is (PagerDuty drops an ack for a key it never saw)
+    assert [e["event_action"] for e in rig.pd.events] == ["acknowledge"]
+    texts = [e["text"] for e in await rig.store.timeline(incident_id) if e["kind"] == "page_skipped"]
+    assert texts == ["trigger to pagerduty:platform skipped: already acknowledged"]
+
+
 async def test_a_page_for_an_incident_resolved_before_delivery_is_skipped(rig: Rig) -> None:
     incident_id = await open_incident(rig)
     await rig.store.ensure_groups()
@@ -158,8 +173,10 @@ async def test_a_page_for_an_incident_resolved_before_delivery_is_skipped(rig: R
 async def test_ack_is_mirrored_to_pagerduty(rig: Rig) -> None:
     incident_id = await open_incident(rig)
     await rig.store.ensure_groups()
+    delivery = rig.delivery()
+    await rig.drain(delivery)
     await rig.proc.act(incident_id, Acknowledge("alice"))
-    await rig.drain(rig.delivery())
+    await rig.drain(delivery)
     assert [e["event_action"] for e in rig.pd.events] == ["trigger", "acknowledge"]
     assert rig.pd.events[1]["dedup_key"] == incident_id
 

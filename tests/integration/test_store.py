@@ -172,3 +172,32 @@ async def test_redis_down_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         await store.load_by_key("k")
     await store.close()
+
+
+async def test_timers_and_pointers_of_vanished_incidents_are_repaired(store: RedisStore) -> None:
+    """An incident lost outside the engine (eviction, DEL) must not block its shard or its group."""
+    clock = FakeClock()
+    proc = processor(store, clock)
+    alerts = parse_payload(payload("01-firing-single.json"))[1]
+    first = (await proc.ingest(alerts)).incidents[0]
+    shard = keys.shard_of_id(first)
+    await store.client.delete(keys.incident(first))
+    clock.advance(3600)
+    sched = Scheduler(store, proc, clock, proc.metrics)
+    await sched.cycle()
+    assert await store.client.zscore(keys.timers(shard), first) is None
+    again = await proc.ingest(alerts)  # the same group opens a fresh incident instead of a 503 loop
+    assert again.opened == 1 and again.incidents[0] != first
+
+
+async def test_a_stale_timer_is_moved_to_where_the_incident_wants_it(store: RedisStore) -> None:
+    clock = FakeClock()
+    proc = processor(store, clock)
+    incident_id = (await proc.ingest(parse_payload(payload("01-firing-single.json"))[1])).incidents[0]
+    inc = await store.load(incident_id)
+    assert inc is not None and inc.timer_ms is not None
+    timers = keys.timers(keys.shard_of_id(incident_id))
+    await store.client.zadd(timers, {incident_id: clock.now_ms() - 1000})  # wrong, and overdue
+    d = await proc.fire(incident_id, clock.now_ms() - 1000)
+    assert not d.changed
+    assert await store.client.zscore(timers, incident_id) == inc.timer_ms

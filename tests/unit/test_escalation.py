@@ -1,5 +1,7 @@
 """Table tests of the state machine, one per rule of PRODUCT.md "Incident semantics"."""
 
+from dataclasses import replace
+
 from engine.escalation import (
     Acknowledge,
     CancelTimer,
@@ -10,7 +12,7 @@ from engine.escalation import (
     TimerFired,
     Unacknowledge,
 )
-from engine.incident import Status
+from engine.incident import Incident, Status
 from engine.notifiers.base import Action
 from tests.unit.escalation_helpers import (
     MIN,
@@ -75,11 +77,23 @@ def test_after_downtime_every_overdue_level_fires_once() -> None:
 
 
 def test_repeat_runs_the_ladder_again_then_stops() -> None:
-    inc = opened()
-    d = run(inc, TimerFired(T0 + 15 * MIN), T0 + 100 * MIN)
-    assert pages(d) == [("user:b",), ("user:c",), ("user:a", "pagerduty:p"), ("user:b",), ("user:c",)]
-    assert d.incident is not None and d.incident.timer_ms is None
+    inc: Incident | None = opened()
+    seen = []
+    for due_min in (15, 30, 45, 60, 75):
+        assert inc is not None and inc.timer_ms == T0 + due_min * MIN
+        d = run(inc, TimerFired(inc.timer_ms), inc.timer_ms)
+        seen += pages(d)
+        inc = d.incident
+    assert seen == [("user:b",), ("user:c",), ("user:a", "pagerduty:p"), ("user:b",), ("user:c",)]
+    assert inc is not None
+    assert inc.timer_ms is None
     assert CancelTimer() in d.effects
+
+
+def test_catching_up_pages_each_overdue_level_once_not_once_per_missed_repeat() -> None:
+    d = run(opened(), TimerFired(T0 + 15 * MIN), T0 + 100 * MIN)
+    assert pages(d) == [("user:a", "pagerduty:p"), ("user:b",), ("user:c",)]
+    assert d.incident is not None and d.incident.timer_ms is None
 
 
 def test_a_stale_or_early_timer_changes_nothing() -> None:
@@ -149,6 +163,38 @@ def test_a_new_firing_after_resolution_opens_a_new_incident() -> None:
     d = run(resolved, received(alert(starts=T0 + 10 * MIN), new_id="0-second"), T0 + 10 * MIN)
     assert d.opened and d.incident is not None and d.incident.id == "0-second"
     assert pages(d) == [("user:a", "pagerduty:p")]
+
+
+def test_a_resolve_with_an_earlier_merged_starts_at_still_resolves() -> None:
+    # Alertmanager keeps the earliest startsAt when it merges duplicates (e.g. a Prometheus HA pair)
+    inc = run(None, received(alert(starts=T0 + MIN)), T0 + MIN).incident
+    assert run(inc, received(alert(starts=T0)), T0 + 2 * MIN).duplicates == 1
+    resolved = alert(status="resolved", starts=T0)
+    resolved = replace(resolved, ends_at_ms=T0 + 3 * MIN)
+    d = run(inc, received(resolved), T0 + 3 * MIN)
+    assert d.incident is not None and d.incident.status is Status.RESOLVED
+
+
+def test_a_late_firing_copy_after_resolve_is_a_duplicate() -> None:
+    two = run(None, received(alert("aaaaaaaaaaaaaaa1"), alert("bbbbbbbbbbbbbbb2")), T0).incident
+    inc = run(two, received(alert("aaaaaaaaaaaaaaa1", "resolved")), T0 + MIN).incident
+    d = run(inc, received(alert("aaaaaaaaaaaaaaa1")), T0 + 2 * MIN)  # the other HA replica, late
+    assert d.duplicates == 1
+    assert d.incident is not None and d.incident.alerts["aaaaaaaaaaaaaaa1"].status == "resolved"
+
+
+def test_a_stale_resolve_of_an_older_occurrence_is_ignored() -> None:
+    inc = run(None, received(alert(starts=T0 + 60 * MIN)), T0 + 60 * MIN).incident
+    old = replace(alert(status="resolved", starts=T0), ends_at_ms=T0 + 5 * MIN)
+    d = run(inc, received(old), T0 + 61 * MIN)
+    assert d.duplicates == 1 and d.incident is not None and d.incident.status is Status.TRIGGERED
+
+
+def test_a_severity_no_longer_defined_ranks_lowest_instead_of_crashing() -> None:
+    inc = opened()
+    inc.severity = "renamed-away"
+    d = run(inc, received(alert("bbbbbbbbbbbbbbb2")), T0 + MIN)  # P0 is higher than an unknown name
+    assert d.incident is not None and d.incident.severity == "P0"
 
 
 def test_a_repeat_of_the_resolved_occurrence_does_not_reopen() -> None:

@@ -93,7 +93,8 @@ async def test_posts_documented_json_and_headers(session: aiohttp.ClientSession,
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"] == f"escalation-engine/{__version__}"
     assert (
-        request.headers["X-Escalation-Event-Id"] == hashlib.sha256(b"inc-7|trigger|2|webhook:ops").hexdigest()
+        request.headers["X-Escalation-Event-Id"]
+        == hashlib.sha256(b"inc-7|trigger|2|webhook:ops|0").hexdigest()
     )
     assert "X-Escalation-Signature" not in request.headers
 

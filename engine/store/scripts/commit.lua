@@ -27,7 +27,7 @@ local n = tonumber(ARGV[i])
 for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i + j]) end
 i = i + n + 1
 n = tonumber(ARGV[i])
-for j = 1, n do redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 'm', ARGV[i + j]) end
+for j = 1, n do redis.call('XADD', KEYS[5], '*', 'm', ARGV[i + j]) end
 local retention = tonumber(ARGV[9])
 if ARGV[8] == '' and retention > 0 then
   -- resolved: keep it (and its key pointer, for late duplicates) for the retention period

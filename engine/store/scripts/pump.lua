@@ -3,6 +3,6 @@
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'm', m)
+  redis.call('XADD', KEYS[2], '*', 'm', m)
 end
 return #due
