@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Self
 
 import redis
+import redis.asyncio
 
 from engine.store.embedded import die_with_parent, redis_cli_path, redis_server_path
 
@@ -284,3 +285,14 @@ class RedisCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+async def redis_get(url: str, key: str) -> bytes | None:
+    """GET with a fresh client: a from_url client does not retry a connection a restart closed."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        value = await client.get(key)
+        assert value is None or isinstance(value, bytes)
+        return value
+    finally:
+        await client.aclose()

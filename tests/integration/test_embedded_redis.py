@@ -13,18 +13,9 @@ from redis.asyncio import Redis
 
 from engine.errors import StoreError
 from engine.store.embedded import MAX_UNIX_SOCKET_PATH, EmbeddedRedis
+from tests.servers import redis_get
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _get(url: str, key: str) -> bytes | None:
-    client = Redis.from_url(url)
-    try:
-        value = await client.get(key)
-        assert value is None or isinstance(value, bytes)
-        return value
-    finally:
-        await client.aclose()
 
 
 async def _set(url: str, key: str, value: str) -> None:
@@ -52,7 +43,7 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     assert (data / "appendonly.aof").stat().st_size > 0
 
     async with EmbeddedRedis(data) as server:
-        assert await _get(server.url, "incident:1") == b"open"
+        assert await redis_get(server.url, "incident:1") == b"open"
 
 
 async def test_data_dir_and_socket_are_private(tmp_path: Path) -> None:
@@ -85,10 +76,10 @@ async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -
         with pytest.raises(StoreError, match=f"already running on data dir {tmp_path}"):
             await EmbeddedRedis(tmp_path).start()
         await _set(first.url, "k", "still served")
-        assert await _get(first.url, "k") == b"still served"
+        assert await redis_get(first.url, "k") == b"still served"
     # Released on stop.
     async with EmbeddedRedis(tmp_path) as again:
-        assert await _get(again.url, "k") == b"still served"
+        assert await redis_get(again.url, "k") == b"still served"
 
 
 async def test_stop_is_idempotent_and_start_returns_the_url(tmp_path: Path) -> None:
@@ -119,7 +110,7 @@ async def test_a_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
     async with EmbeddedRedis(data) as server:
         assert server.url.startswith("redis://127.0.0.1:")
         await _set(server.url, "k", "v")
-        assert await _get(server.url, "k") == b"v"
+        assert await redis_get(server.url, "k") == b"v"
     assert not (data / "redis.sock").exists()
 
 
@@ -129,7 +120,7 @@ async def test_an_explicit_port_uses_tcp(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     async with EmbeddedRedis(tmp_path, port=port) as server:
         assert server.url == f"redis://127.0.0.1:{port}"
-        assert await _get(server.url, "missing") is None
+        assert await redis_get(server.url, "missing") is None
 
 
 CHILD = """
@@ -172,4 +163,4 @@ async def test_the_server_dies_when_the_engine_is_sigkilled(tmp_path: Path) -> N
 
     # The data dir is free again and appendfsync=always kept the acknowledged write.
     async with EmbeddedRedis(tmp_path) as server:
-        assert await _get(server.url, "acknowledged") == b"before the crash"
+        assert await redis_get(server.url, "acknowledged") == b"before the crash"

@@ -2,24 +2,12 @@
 
 import pytest
 import redis
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
-from tests.servers import RedisCluster, RedisServer
+from tests.servers import RedisCluster, RedisServer, redis_get
 
 TWO_KEYS = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1]); return 2"
-
-
-async def _get(url: str, key: str) -> bytes | None:
-    # A fresh client each time: a from_url client does not retry a connection the restart closed.
-    client = Redis.from_url(url)
-    try:
-        value = await client.get(key)
-        assert value is None or isinstance(value, bytes)
-        return value
-    finally:
-        await client.aclose()
 
 
 async def test_a_server_restarts_on_the_same_url() -> None:
@@ -29,14 +17,14 @@ async def test_a_server_restarts_on_the_same_url() -> None:
             client.set("k", "v")
         server.restart()
         assert server.url == url
-        assert await _get(url, "k") is None  # persistence is off
+        assert await redis_get(url, "k") is None  # persistence is off
 
         server.kill()
         with pytest.raises(redis.ConnectionError):
-            await _get(url, "k")
+            await redis_get(url, "k")
         server.start()
         assert server.running
-        assert await _get(url, "k") is None
+        assert await redis_get(url, "k") is None
 
 
 def test_the_session_server_fixture_is_flushed(redis_url: str, redis_server: RedisServer) -> None:
