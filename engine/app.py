@@ -17,7 +17,7 @@ from engine.api.middlewares import Auth, errors
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
 from engine.delivery import Delivery, DeliveryConfig
-from engine.escalation import Decision
+from engine.events import Decision
 from engine.metrics import Metrics
 from engine.notifiers import Notifier, build_notifiers
 from engine.policy.models import Channels, PolicySet

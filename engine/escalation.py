@@ -1,124 +1,30 @@
 """The escalation state machine: decide(incident, event, now_ms, policies). Pure: no I/O, no clock."""
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from engine.alerts import Alert, AlertStatus
+from engine.events import (
+    Acknowledge,
+    AlertsReceived,
+    CancelTimer,
+    Decision,
+    Escalate,
+    Event,
+    Note,
+    Notify,
+    Resolve,
+    RoutedAlert,
+    SetTimer,
+    Snooze,
+    TimerFired,
+    Unacknowledge,
+)
 from engine.incident import AlertState, Incident, Status
 from engine.notifiers.base import Action
 from engine.policy.durations import format_duration_ms
 from engine.policy.models import EscalationPolicy, PolicySet
-from engine.policy.routing import Route
 
 ALERTMANAGER = "alertmanager"
-
-
-# Events ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RoutedAlert:
-    alert: Alert
-    route: Route
-
-
-@dataclass(frozen=True, slots=True)
-class AlertsReceived:
-    """Alerts of one webhook that share an incident key; `new_id` names the incident if one opens."""
-
-    alerts: tuple[RoutedAlert, ...]
-    key: str
-    new_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledge:
-    by: str
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unacknowledge:
-    by: str
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Resolve:
-    by: str
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Snooze:
-    by: str
-    duration_ms: int
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Escalate:
-    by: str
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    due_ms: int
-
-
-Event = AlertsReceived | Acknowledge | Unacknowledge | Resolve | Snooze | Escalate | TimerFired
-MANUAL_ACTIONS: dict[str, Callable[[str, str], Event]] = {
-    "ack": Acknowledge,
-    "unack": Unacknowledge,
-    "resolve": Resolve,
-    "escalate": Escalate,
-}
-
-
-# Effects --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    action: Action
-    targets: tuple[str, ...]
-    level: int
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A timeline entry; the store stamps it with the decision's time."""
-
-    kind: str
-    text: str
-    actor: str = "engine"
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    due_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    pass
-
-
-Effect = Notify | Note | SetTimer | CancelTimer
-
-
-@dataclass(slots=True)
-class Decision:
-    incident: Incident | None  # None: nothing exists and nothing was opened
-    effects: list[Effect] = field(default_factory=list)
-    changed: bool = False  # False: nothing to commit
-    opened: bool = False  # a new incident (replaces the key's pointer)
-    duplicates: int = 0
-
-
-# The machine ----------------------------------------------------------------------------------
 
 
 def decide(incident: Incident | None, event: Event, now_ms: int, policies: PolicySet) -> Decision:
@@ -215,30 +121,23 @@ def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int) 
             inc.paged.append(t)
 
 
-def _reanchor(inc: Incident, policy: EscalationPolicy, step: int, now: int) -> None:
-    """Make `step` due now; later steps keep their spacing relative to it."""
-    inc.step = step
-    inc.anchor_ms = now - policy.step_offset_ms(step)
-    inc.step_limit = None
+def _trigger_from(inc: Incident, d: Decision, policy: EscalationPolicy, step: int, now: int) -> None:
+    """Back to triggered with `step` due now; later steps keep their spacing relative to it."""
+    inc.status = Status.TRIGGERED
+    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    inc.step, inc.anchor_ms, inc.step_limit = step, now - policy.step_offset_ms(step), None
+    _page_due(inc, d, policy, now)
 
 
 def _retrigger(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
-    """Back to triggered: page the level last paged again, then climb from there."""
-    inc.status = Status.TRIGGERED
-    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
-    _reanchor(inc, policy, max(inc.step - 1, 0), now)
-    _page_due(inc, d, policy, now)
+    """Unack, ack timeout, snooze over: page the level last paged again, then climb from there."""
+    _trigger_from(inc, d, policy, max(inc.step - 1, 0), now)
 
 
 def _escalate_now(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
-    inc.status = Status.TRIGGERED
-    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
     if inc.step >= policy.step_count():
         d.effects.append(Note("escalated", "No higher level: paging the last level again"))
-        _reanchor(inc, policy, policy.step_count() - 1, now)
-    else:
-        _reanchor(inc, policy, inc.step, now)
-    _page_due(inc, d, policy, now)
+    _trigger_from(inc, d, policy, min(inc.step, policy.step_count() - 1), now)
 
 
 def _timer(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
@@ -296,19 +195,11 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
             Note("severity_raised", f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
         )
         inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
-        _escalate_fresh(inc, d, policy_of(inc, policies), now)
+        _trigger_from(inc, d, policy_of(inc, policies), 0, now)  # re-page from the first level
     if not inc.firing():
         _resolve(inc, d, ALERTMANAGER, "All alerts resolved", now)
     _sync_timer(inc, d, policy_of(inc, policies), old_timer)
     return d
-
-
-def _escalate_fresh(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
-    """A severity rise re-pages under the new policy from its first level."""
-    inc.status = Status.TRIGGERED
-    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
-    _reanchor(inc, policy, 0, now)
-    _page_due(inc, d, policy, now)
 
 
 def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:

@@ -10,7 +10,8 @@ import structlog
 from engine.alerts import Alert
 from engine.clock import Clock
 from engine.errors import ConflictError, IncidentNotFound, StoreError
-from engine.escalation import AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired, decide
+from engine.escalation import decide
+from engine.events import AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired
 from engine.incident import Incident
 from engine.metrics import Metrics
 from engine.policy.models import PolicySet

@@ -8,7 +8,7 @@ from aiohttp import web
 from engine.api import keys as appkeys
 from engine.api.views import incident_view, timeline_view
 from engine.errors import IncidentNotFound, IngestError
-from engine.escalation import MANUAL_ACTIONS, Event, Snooze
+from engine.events import MANUAL_ACTIONS, Event, Snooze
 from engine.ingest.alertmanager import parse_payload
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import parse_matcher

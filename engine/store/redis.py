@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from engine.errors import ConflictError, StoreError
-from engine.escalation import Decision, Note
+from engine.events import Decision, Note
 from engine.incident import Incident
 from engine.store import keys
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.delivery import Delivery, DeliveryConfig, backoff_s, expand_target
-from engine.escalation import Acknowledge
+from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.notifiers import PagerDutyNotifier
@@ -160,7 +160,7 @@ async def test_a_page_still_waiting_when_the_incident_is_acknowledged_is_not_sen
 async def test_a_page_for_an_incident_resolved_before_delivery_is_skipped(rig: Rig) -> None:
     incident_id = await open_incident(rig)
     await rig.store.ensure_groups()
-    from engine.escalation import Resolve
+    from engine.events import Resolve
 
     await rig.proc.act(incident_id, Resolve("alice"))
     await rig.drain(rig.delivery())

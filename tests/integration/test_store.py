@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from engine.errors import ConflictError
-from engine.escalation import Acknowledge, decide
+from engine.escalation import decide
+from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.processor import Processor

@@ -1,7 +1,8 @@
 """A small policy set and event builders shared by the state-machine tests."""
 
 from engine.alerts import Alert, AlertStatus
-from engine.escalation import AlertsReceived, Decision, Event, Notify, RoutedAlert, decide
+from engine.escalation import decide
+from engine.events import AlertsReceived, Decision, Event, Notify, RoutedAlert
 from engine.incident import Incident
 from engine.notifiers.base import Action
 from engine.policy.models import PolicySet

@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from engine.escalation import (
+from engine.events import (
     Acknowledge,
     CancelTimer,
     Escalate,

@@ -5,7 +5,8 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.escalation import (
+from engine.escalation import next_timer, policy_of
+from engine.events import (
     Acknowledge,
     Decision,
     Escalate,
@@ -15,8 +16,6 @@ from engine.escalation import (
     Snooze,
     TimerFired,
     Unacknowledge,
-    next_timer,
-    policy_of,
 )
 from engine.incident import Incident, Status
 from engine.notifiers.base import Action

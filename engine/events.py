@@ -1,0 +1,112 @@
+"""What goes into the state machine (events) and what comes out (effects, in a Decision). Data only."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.alerts import Alert
+from engine.incident import Incident
+from engine.notifiers.base import Action
+from engine.policy.routing import Route
+
+# Events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedAlert:
+    alert: Alert
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsReceived:
+    """Alerts of one webhook that share an incident key; `new_id` names the incident if one opens."""
+
+    alerts: tuple[RoutedAlert, ...]
+    key: str
+    new_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unacknowledge:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    by: str
+    duration_ms: int
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    by: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    due_ms: int
+
+
+Event = AlertsReceived | Acknowledge | Unacknowledge | Resolve | Snooze | Escalate | TimerFired
+MANUAL_ACTIONS: dict[str, Callable[[str, str], Event]] = {
+    "ack": Acknowledge,
+    "unack": Unacknowledge,
+    "resolve": Resolve,
+    "escalate": Escalate,
+}
+
+
+# Effects --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    action: Action
+    targets: tuple[str, ...]
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A timeline entry; the store stamps it with the decision's time."""
+
+    kind: str
+    text: str
+    actor: str = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    due_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    pass
+
+
+Effect = Notify | Note | SetTimer | CancelTimer
+
+
+@dataclass(slots=True)
+class Decision:
+    incident: Incident | None  # None: nothing exists and nothing was opened
+    effects: list[Effect] = field(default_factory=list)
+    changed: bool = False  # False: nothing to commit
+    opened: bool = False  # a new incident (replaces the key's pointer)
+    duplicates: int = 0
