@@ -160,6 +160,6 @@ async def _refresh_counts(app: web.Application, severities: Callable[[], list[st
     while True:
         try:
             app[keys.metrics].set_open_counts(await app[keys.store].open_counts(), severities())
-        except Exception as exc:
+        except Exception as exc:  # a metrics refresh must never stop the engine
             log.debug("counts_refresh_failed", error=str(exc))
         await asyncio.sleep(5)

@@ -124,7 +124,7 @@ class Delivery:
             except StoreError as exc:
                 raise_if_cancelling()
                 log.warning("delivery_store_unavailable", error=str(exc))
-            except Exception as exc:
+            except Exception as exc:  # the loop must outlive any one bad entry
                 log.exception("delivery_loop_error", error=repr(exc))
             self.wake.clear()
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
@@ -154,7 +154,7 @@ class Delivery:
                     await self.handle(e)
                 except StoreError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # left pending: claimed again after claim_idle_s
                     log.exception("delivery_crashed", entry=e.entry_id, error=repr(exc))
 
         await asyncio.gather(*(in_order(g) for g in by_incident.values()))

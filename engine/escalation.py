@@ -1,7 +1,5 @@
 """The escalation state machine: decide(incident, event, now_ms, policies). Pure: no I/O, no clock."""
 
-import copy
-
 from engine.alerts import Alert, AlertStatus
 from engine.events import (
     Acknowledge,
@@ -32,7 +30,7 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
         return _alerts(incident, event, now_ms, policies)
     if incident is None or not incident.is_open:
         return Decision(incident)  # an event for a resolved incident changes nothing
-    inc = copy.deepcopy(incident)
+    inc = incident.clone()
     d = Decision(inc, changed=True)
     policy = policy_of(inc, policies)
     old_timer = inc.timer_ms
@@ -179,7 +177,7 @@ def _sync_timer(inc: Incident, d: Decision, policy: EscalationPolicy, old: int |
 def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: PolicySet) -> Decision:
     if incident is None or not incident.is_open:
         return _maybe_open(incident, ev, now, policies)
-    inc = copy.deepcopy(incident)
+    inc = incident.clone()
     d = Decision(inc)
     old_severity, old_timer = inc.severity, inc.timer_ms
     for ra in ev.alerts:

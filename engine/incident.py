@@ -1,7 +1,8 @@
 """The incident record and its (de)serialisation; the rules that change it live in escalation.py."""
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -64,8 +65,18 @@ class Incident:
     def firing(self) -> list[AlertState]:
         return [a for a in self.alerts.values() if a.status is AlertStatus.FIRING]
 
+    def clone(self) -> "Incident":
+        """A copy decide() may change: alert states are replaced, never edited, so shallow is enough."""
+        other = copy.copy(self)
+        other.alerts = dict(self.alerts)
+        other.paged = list(self.paged)
+        return other
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # by hand: dataclasses.asdict deep-copies everything and was half the cost of a commit
+        raw = {name: getattr(self, name) for name in _INCIDENT_FIELDS}
+        raw["alerts"] = {fp: {n: getattr(a, n) for n in _ALERT_FIELDS} for fp, a in self.alerts.items()}
+        return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Incident":
@@ -75,3 +86,7 @@ class Incident:
             fp: AlertState(**{**a, "status": AlertStatus(a["status"])}) for fp, a in raw["alerts"].items()
         }
         return cls(**raw)
+
+
+_INCIDENT_FIELDS = [f.name for f in fields(Incident)]
+_ALERT_FIELDS = [f.name for f in fields(AlertState)]

@@ -14,6 +14,7 @@ from engine.store.redis import RedisStore
 
 log = structlog.get_logger(__name__)
 BATCH = 200
+CONCURRENCY = 16
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
@@ -53,7 +54,7 @@ class Scheduler:
                 raise_if_cancelling()
                 log.warning("scheduler_store_unavailable", error=str(exc))
                 sleep_s = self.max_sleep_s
-            except Exception as exc:
+            except Exception as exc:  # timers must keep firing whatever one cycle hit
                 log.exception("scheduler_cycle_failed", error=repr(exc))
                 sleep_s = self.max_sleep_s
             self._sleep_until_ms = self.clock.now_ms() + int(sleep_s * 1000)
@@ -68,19 +69,23 @@ class Scheduler:
         """Fire every due timer; return how long to sleep before the next one."""
         now = self.clock.now_ms()
         due = await self.store.due_timers(now, BATCH)
-        fired = 0
-        for incident_id, due_ms in due:
-            try:
-                d = await self.processor.fire(incident_id, due_ms)
-            except StoreError:
-                raise
-            except Exception as exc:
-                log.exception("timer_failed", incident_id=incident_id, error=repr(exc))
-                await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
-                continue
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def fire(incident_id: str, due_ms: int) -> bool:
+            async with gate:  # several in flight: Redis round trips overlap instead of queueing
+                try:
+                    d = await self.processor.fire(incident_id, due_ms)
+                except StoreError:
+                    raise
+                except Exception as exc:  # one bad incident must not hold up the others
+                    log.exception("timer_failed", incident_id=incident_id, error=repr(exc))
+                    await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
+                    return False
             if d.changed:
-                fired += 1
                 self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
+            return d.changed
+
+        fired = sum(await asyncio.gather(*(fire(i, due_ms) for i, due_ms in due)))
         if len(due) >= BATCH and fired:
             return 0.0
         nxt = await self.store.next_due_ms()
