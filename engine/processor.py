@@ -1,5 +1,6 @@
 """Every event takes one path: load, decide, commit guarded by the version; a lost race re-reads."""
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -52,20 +53,22 @@ class Processor:
         for alert in alerts:
             for r in route(policies, alert.labels):
                 by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
+        # incident keys are independent: decide them side by side (each is its own atomic step)
+        decisions = await asyncio.gather(*(self._ingest_key(key, routed) for key, routed in by_key.items()))
         result = IngestResult()
-        for key, routed in by_key.items():
-            shard = keys.shard_of_key(key)
-            d = await self._run(
-                lambda key=key: self.store.load_by_key(key),  # type: ignore[misc]
-                lambda key=key, routed=routed, shard=shard: AlertsReceived(  # type: ignore[misc]
-                    tuple(routed), key, keys.new_incident_id(shard)
-                ),
-            )
+        for d in decisions:
             result.duplicates += d.duplicates
             result.opened += int(d.opened)
             if d.incident is not None:
                 result.incidents.append(d.incident.id)
         return result
+
+    async def _ingest_key(self, key: str, routed: list[RoutedAlert]) -> Decision:
+        shard = keys.shard_of_key(key)
+        return await self._run(
+            lambda: self.store.load_by_key(key),
+            lambda: AlertsReceived(tuple(routed), key, keys.new_incident_id(shard)),
+        )
 
     async def act(self, incident_id: str, event: Event) -> Incident:
         async def load() -> Incident:

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -16,6 +16,7 @@ from engine.store.embedded import EmbeddedRedis
 from engine.store.redis import AnyRedis, RedisStore
 
 log = structlog.get_logger(__name__)
+MAX_CONNECTIONS = 64
 
 
 def _retry() -> Retry:
@@ -25,9 +26,17 @@ def _retry() -> Retry:
 
 async def connect(url: str) -> AnyRedis:
     """A client for `url`; a server that reports cluster mode gets a cluster client."""
-    client = Redis.from_url(
-        url, socket_timeout=10, socket_connect_timeout=5, retry=_retry(), retry_on_error=[ConnectionError]
+    # a blocking pool: under a burst, requests wait for a connection instead of failing with 503
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=5,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        retry=_retry(),
+        retry_on_error=[ConnectionError],
     )
+    client = Redis.from_pool(pool)
     try:
         info = await client.info("cluster")
     except (RedisError, OSError) as exc:

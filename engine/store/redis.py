@@ -42,6 +42,7 @@ class RedisStore:
         self._pump = client.register_script(_script("pump.lua"))
         self._retry = client.register_script(_script("retry.lua"))
         self._repair = client.register_script(_script("repair.lua"))
+        self._read = client.register_script(_script("read.lua"))
 
     async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
         """Await fn(), turning Redis and socket failures into StoreError naming the step."""
@@ -75,12 +76,15 @@ class RedisStore:
 
     async def load_by_key(self, incident_key: str) -> Incident | None:
         pointer = keys.pointer(incident_key)
-        current = await self._call("load key pointer", lambda: self.client.get(pointer))
-        if current is None:
+        row = await self._call("load incident by key", lambda: self._read(keys=[pointer]))
+        if not row:
             return None
-        incident_id = bytes(current).decode()
-        inc = await self.load(incident_id)
-        if inc is None:  # the incident is gone (evicted, deleted): forget the dangling pointer
+        incident_id, version, data = bytes(row[0]).decode(), row[1], row[2]
+        inc = None
+        if data is not None:
+            inc = Incident.from_json(data)
+            inc.version = int(version)
+        else:  # the incident is gone (evicted, deleted): forget the dangling pointer
             ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]
             await self._call(
                 "drop dangling pointer", lambda: self._repair(keys=ks, args=["", "", "", incident_id])
