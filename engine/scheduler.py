@@ -88,14 +88,16 @@ class Scheduler:
         fired = sum(await asyncio.gather(*(fire(i, due_ms) for i, due_ms in due)))
         if len(due) >= BATCH and fired:
             return 0.0
-        nxt = await self.store.next_due_ms()
-        if nxt is None:
+        next_timer, next_retry = await self.store.next_due_ms()
+        now = self.clock.now_ms()
+        if next_retry is not None and next_retry <= now and await self.store.pump_retries(now):
+            self.on_outbox()  # delivery retries are due: hand them back to the outbox
+            next_retry = None
+        due_ms = [t for t in (next_timer, next_retry) if t is not None]
+        if not due_ms:
             return self.max_sleep_s
-        delay = (nxt - self.clock.now_ms()) / 1000
+        delay = (min(due_ms) - now) / 1000
         if delay <= 0:
-            # due but not fired: delivery retries to hand to the outbox
-            if await self.store.pump_retries(self.clock.now_ms()):
-                self.on_outbox()
-                return 0.0
-            return self.max_sleep_s if not fired else 0.0
+            # a timer still due after this cycle: more to fire now, or one that failed just now
+            return 0.0 if fired else self.max_sleep_s
         return min(delay, self.max_sleep_s)

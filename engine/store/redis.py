@@ -212,17 +212,18 @@ class RedisStore:
 
         return await self._run("read due timers", read)
 
-    async def next_due_ms(self) -> int | None:
-        """Earliest timer or delivery retry in any shard."""
+    async def next_due_ms(self) -> tuple[int | None, int | None]:
+        """Earliest (timer, delivery retry) over all shards; None where there is none."""
 
-        async def read() -> int | None:
+        async def read() -> tuple[int | None, int | None]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
                     pipe.zrange(keys.timers(shard), 0, 0, withscores=True)
                     pipe.zrange(keys.retries(shard), 0, 0, withscores=True)
                 rows = await pipe.execute()
-            scores = [int(score) for row in rows for _, score in row]
-            return min(scores) if scores else None
+            timers = [int(score) for row in rows[0::2] for _, score in row]
+            retries = [int(score) for row in rows[1::2] for _, score in row]
+            return (min(timers) if timers else None), (min(retries) if retries else None)
 
         return await self._run("read next timer", read)
 
