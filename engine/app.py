@@ -110,6 +110,9 @@ def create_app(
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[keys.store]
         async with aiohttp.ClientSession() as session:
+            if notifiers is None:
+                for problem in secret_problems(ref().channels, os.environ):
+                    log.warning("channel_secret_missing", problem=problem)
             chans = (
                 notifiers if notifiers is not None else build_notifiers(ref().channels, session, os.environ)
             )

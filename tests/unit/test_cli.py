@@ -39,3 +39,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("escalation-engine ")
+
+
+def test_missing_channel_secrets_are_named_at_start(tmp_path: Path) -> None:
+    from engine.app import secret_problems
+    from engine.policy.loader import load_policies
+
+    channels = load_policies(ROOT / "policies").channels
+    assert secret_problems(channels, {}) == [
+        "pagerduty service 'platform': environment variable PAGERDUTY_PLATFORM_KEY is not set",
+        "webhook 'audit': environment variable AUDIT_WEBHOOK_SECRET is not set",
+    ]
+    env = {"PAGERDUTY_PLATFORM_KEY": "k" * 32, "AUDIT_WEBHOOK_SECRET": "s"}
+    assert secret_problems(channels, env) == []
