@@ -103,6 +103,14 @@ class Level(Model):
     notify: list[TargetText] = Field(min_length=1)
     during: str | None = None
 
+    @field_validator("during")
+    @classmethod
+    def _no_calendars_yet(cls, value: str | None) -> str | None:
+        # refuse rather than ignore: a held page that is silently sent at 3 a.m. is worse than an error
+        if value is not None:
+            raise ValueError("calendars are not supported by this release yet; remove `during` for now")
+        return value
+
 
 class EscalationPolicy(Model):
     until: Literal["acknowledged", "resolved"] = "acknowledged"

@@ -52,3 +52,18 @@ def test_missing_channel_secrets_are_named_at_start(tmp_path: Path) -> None:
     ]
     env = {"PAGERDUTY_PLATFORM_KEY": "k" * 32, "AUDIT_WEBHOOK_SECRET": "s"}
     assert secret_problems(channels, env) == []
+
+
+def test_a_level_with_during_is_refused_until_calendars_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "tests" / "fixtures" / "policies" / "example" / "policy-example.yaml").read_text()
+    text = text.replace(
+        "      - after: 30m\n        notify: [user:vp-eng]",
+        "      - after: 30m\n        notify: [user:vp-eng]\n        during: business-hours",
+        1,
+    )
+    assert "during: business-hours" in text
+    (tmp_path / "p.yaml").write_text(text)
+    assert main(["check", str(tmp_path)]) == 1
+    assert "calendars are not supported by this release yet" in capsys.readouterr().err
