@@ -1,6 +1,7 @@
 """create_app: wires store, processor, scheduler, delivery and routes; tests inject what they replace."""
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -13,7 +14,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from engine.api import keys
 from engine.api.handlers import setup_routes
-from engine.api.middlewares import Auth, errors
+from engine.api.middlewares import WEBHOOK_COUNTER, Auth, errors
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
 from engine.delivery import Delivery, DeliveryConfig
@@ -89,6 +90,7 @@ def create_app(
     ref = PolicyRef(policies)
     app[keys.settings] = settings
     app[keys.metrics] = metrics
+    app[WEBHOOK_COUNTER] = metrics.webhooks
     app[keys.auth] = make_auth(settings)
     app[keys.policies] = ref
 
@@ -124,15 +126,18 @@ def create_app(
             scheduler.on_outbox = delivery.wake.set
             scheduler_box.append(scheduler)
             delivery_box.append(delivery)
+            stopping = asyncio.Event()
             tasks = [
                 asyncio.create_task(scheduler.run(), name="scheduler"),
                 asyncio.create_task(delivery.run(), name="delivery"),
-                asyncio.create_task(_refresh_counts(app, lambda: list(ref().severities)), name="counts"),
+                asyncio.create_task(
+                    _refresh_counts(app, lambda: list(ref().severities), stopping), name="counts"
+                ),
             ]
             yield
             scheduler.stop()
             delivery.stop()
-            tasks[2].cancel()
+            stopping.set()
             _, pending = await asyncio.wait(tasks, timeout=settings.delivery_timeout_s + 1)
             for task in pending:
                 task.cancel()
@@ -158,11 +163,16 @@ def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
     )
 
 
-async def _refresh_counts(app: web.Application, severities: Callable[[], list[str]]) -> None:
+async def _refresh_counts(
+    app: web.Application, severities: Callable[[], list[str]], stopping: asyncio.Event
+) -> None:
     """The open-incident gauge comes from the store, so every replica reports the same truth."""
-    while True:
+    while not stopping.is_set():
         try:
             app[keys.metrics].set_open_counts(await app[keys.store].open_counts(), severities())
         except Exception as exc:  # a metrics refresh must never stop the engine
             log.debug("counts_refresh_failed", error=str(exc))
-        await asyncio.sleep(5)
+        # a stop flag, not cancellation: a cancel landing inside redis-py can be swallowed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await stopping.wait()

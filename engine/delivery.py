@@ -9,7 +9,6 @@ from typing import Any
 
 import structlog
 
-from engine.aio import raise_if_cancelling
 from engine.clock import Clock
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError, StoreError
 from engine.escalation import policy_of
@@ -122,7 +121,6 @@ class Delivery:
                     continue
                 await self.store.pump_retries(self.clock.now_ms())
             except StoreError as exc:
-                raise_if_cancelling()
                 log.warning("delivery_store_unavailable", error=str(exc))
             except Exception as exc:  # the loop must outlive any one bad entry
                 log.exception("delivery_loop_error", error=repr(exc))

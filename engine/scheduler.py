@@ -5,7 +5,6 @@ from collections.abc import Callable
 
 import structlog
 
-from engine.aio import raise_if_cancelling
 from engine.clock import Clock
 from engine.errors import StoreError
 from engine.metrics import Metrics
@@ -51,7 +50,6 @@ class Scheduler:
             try:
                 sleep_s = await self.cycle()
             except StoreError as exc:
-                raise_if_cancelling()
                 log.warning("scheduler_store_unavailable", error=str(exc))
                 sleep_s = self.max_sleep_s
             except Exception as exc:  # timers must keep firing whatever one cycle hit

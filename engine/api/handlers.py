@@ -6,6 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api import keys as appkeys
+from engine.api.middlewares import WEBHOOK_PATH
 from engine.api.views import incident_view, timeline_view
 from engine.errors import IncidentNotFound, IngestError
 from engine.events import MANUAL_ACTIONS, Event, Snooze
@@ -33,34 +34,23 @@ async def _json_body(request: web.Request, *, required: bool) -> Any:
 async def alertmanager(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[appkeys.metrics]
-    status = 500
-    try:
-        app[appkeys.auth].check(request)
-        raw = await _json_body(request, required=True)
-        payload, alerts = parse_payload(raw)
-        for a in alerts:
-            metrics.alerts.labels(a.status.value).inc()
-        result = await app[appkeys.processor].ingest(alerts)
-        metrics.duplicates.inc(result.duplicates)
-        status = 200
-        return web.json_response(
-            {
-                "status": "ok",
-                "alerts": len(alerts),
-                "incidents": result.incidents,
-                "opened": result.opened,
-                "duplicates": result.duplicates,
-                "truncated_alerts": payload.truncated_alerts,
-            }
-        )
-    except IngestError as exc:
-        status = exc.status
-        raise
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.webhooks.labels(str(status) if status != 500 else "503").inc()
+    app[appkeys.auth].check(request)
+    raw = await _json_body(request, required=True)
+    payload, alerts = parse_payload(raw)
+    for a in alerts:
+        metrics.alerts.labels(a.status.value).inc()
+    result = await app[appkeys.processor].ingest(alerts)
+    metrics.duplicates.inc(result.duplicates)
+    return web.json_response(
+        {
+            "status": "ok",
+            "alerts": len(alerts),
+            "incidents": result.incidents,
+            "opened": result.opened,
+            "duplicates": result.duplicates,
+            "truncated_alerts": payload.truncated_alerts,
+        }
+    )
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -75,7 +65,8 @@ async def list_incidents(request: web.Request) -> web.Response:
             label_filters.append(parse_matcher(text if any(op in text for op in "=!~") else f'{text}!=""'))
         except ValueError as exc:
             raise IngestError(f"label: {exc}", status=400) from None
-    incidents = await request.app[appkeys.store].list_incidents(limit if not q else 1000)
+    filtered = any(k in q for k in ("status", "severity", "label"))
+    incidents = await request.app[appkeys.store].list_incidents(1000 if filtered else limit)
     out = []
     for inc in incidents:
         if "status" in q and inc.status.value not in q["status"].split(","):
@@ -147,7 +138,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/alertmanager", alertmanager)
+    app.router.add_post(WEBHOOK_PATH, alertmanager)
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", get_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)

@@ -8,10 +8,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from engine.errors import EngineError, IncidentNotFound, IngestError, StoreError
 
 log = structlog.get_logger(__name__)
+WEBHOOK_PATH = "/api/v1/alertmanager"
+WEBHOOK_COUNTER = web.AppKey("webhook_counter", Counter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -25,6 +28,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.bind_contextvars(
         request_id=request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
     )
+    resp = await _respond(request, handler)
+    if request.path == WEBHOOK_PATH:  # counted here, where every outcome has its final status
+        request.app[WEBHOOK_COUNTER].labels(str(resp.status)).inc()
+    return resp
+
+
+async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except IngestError as exc:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from engine.aio import raise_if_cancelling
 from engine.errors import ConflictError, StoreError
 from engine.events import Decision, Note
 from engine.incident import Incident
@@ -52,6 +53,7 @@ class RedisStore:
         try:
             return await fn()
         except (RedisError, OSError) as exc:
+            raise_if_cancelling()  # redis-py can turn a cancelled read into a connection error
             raise StoreError(f"{step}: {exc}") from exc
 
     async def ping(self) -> bool:
