@@ -20,6 +20,17 @@ START_TIMEOUT_S = 10.0
 CLUSTER_BUS_OFFSET = 10000  # redis 6.2 has no cluster-port: the bus is always port + 10000
 
 
+def terminate(proc: "subprocess.Popen[bytes]", timeout_s: float) -> None:
+    """SIGTERM, wait up to timeout_s, then SIGKILL; always reaps the process."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
 class ServerStartError(RuntimeError):
     pass
 
@@ -150,13 +161,7 @@ class RedisServer:
     def stop(self) -> None:
         """Graceful: SIGTERM, wait."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-            self.proc.wait()
+            terminate(self.proc, 10)
             self.proc = None
 
     def kill(self) -> None:

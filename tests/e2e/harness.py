@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.servers import terminate
+
 TOKEN = "e2e-token"
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 AUDIT_SECRET = "audit-secret"
@@ -97,13 +99,8 @@ class EngineProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            terminate(self.proc, 15)
 
     async def call(self, method: str, path: str, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -167,9 +164,8 @@ receivers:
         await wait_http(f"{self.url}/-/ready", 20, self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc, 10)
 
     async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         async with (
