@@ -1,10 +1,11 @@
-"""create_app: wires store, processor, scheduler, delivery and routes; tests inject what they replace."""
+"""create_app: wires the store, processor, loops and routes; tests inject what they replace."""
 
 import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any
 
 import aiohttp
 import structlog
@@ -13,65 +14,45 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from engine.api import keys
-from engine.api.handlers import setup_routes
-from engine.api.middlewares import WEBHOOK_COUNTER, Auth, errors
+from engine.api.auth import make_auth
+from engine.api.middlewares import WEBHOOK_COUNTER, errors
+from engine.api.routes import setup_routes
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
 from engine.delivery import Delivery, DeliveryConfig
-from engine.events import Decision
+from engine.events import Decision, Notify
 from engine.metrics import Metrics
-from engine.notifiers import Notifier, build_notifiers
-from engine.policy.models import Channels, PolicySet
+from engine.notifiers import Notifier, build_notifiers, secret_problems
+from engine.policy.models import PolicySet
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
 from engine.scheduler import Scheduler
-from engine.secrets import resolve_secret
+from engine.store.base import Store
 from engine.store.connect import open_store
 
 log = structlog.get_logger(__name__)
+http_session = web.AppKey("http_session", aiohttp.ClientSession)
+notifier_set: web.AppKey[dict[str, Notifier]] = web.AppKey("notifiers")
+Task = Callable[[], None]
 
 
-def _secret(value: object, path: object) -> str | None:
-    if path is not None:
-        with open(str(path)) as f:
-            return f.read().strip()
-    if value is not None:
-        return value.get_secret_value()  # type: ignore[attr-defined, no-any-return]
-    return None
+class Wakeups:
+    """A local commit wakes the loops that act on it at once, instead of at their next poll."""
 
+    def __init__(self) -> None:
+        self.timer_listeners: list[Callable[[int | None], None]] = []
+        self.outbox_listeners: list[Task] = []
 
-def make_auth(settings: Settings) -> Auth:
-    token = _secret(settings.auth_token, settings.auth_token_file)
-    password = _secret(settings.auth_basic_password, settings.auth_basic_password_file)
-    basic = (settings.auth_basic_user, password or "") if settings.auth_basic_user else None
-    return Auth(token, basic)
+    def committed(self, d: Decision) -> None:
+        if d.incident is not None:
+            for poke in self.timer_listeners:
+                poke(d.incident.timer_ms)
+        if any(isinstance(e, Notify) for e in d.effects):
+            self.outbox_written()
 
-
-def secret_problems(channels: Channels, environ: Mapping[str, str]) -> list[str]:
-    """Channel secrets that cannot be read now: said once at start, not only per failed page."""
-    refs: list[tuple[str, str | None, str | None]] = []
-    if channels.pagerduty:
-        refs += [
-            (f"pagerduty service {name!r}", s.routing_key_env, s.routing_key_file)
-            for name, s in channels.pagerduty.services.items()
-        ]
-    if channels.webhook:
-        refs += [
-            (f"webhook {name!r}", e.secret_env, e.secret_file)
-            for name, e in channels.webhook.endpoints.items()
-        ]
-    if channels.email:
-        refs += [
-            ("email username", channels.email.username_env, channels.email.username_file),
-            ("email password", channels.email.password_env, channels.email.password_file),
-        ]
-    problems = []
-    for what, env, file in refs:
-        try:
-            resolve_secret(env, file, environ)
-        except ValueError as exc:
-            problems.append(f"{what}: {exc}")
-    return problems
+    def outbox_written(self) -> None:
+        for wake in self.outbox_listeners:
+            wake()
 
 
 def create_app(
@@ -79,15 +60,17 @@ def create_app(
     policies: PolicySet,
     *,
     clock: Clock | None = None,
+    store: Store | None = None,
     notifiers: Mapping[str, Notifier] | None = None,
     registry: CollectorRegistry | None = None,
-    redis_url: str | None = None,
 ) -> web.Application:
-    """`redis_url` overrides settings (tests); with neither, the embedded redis-server is started."""
+    """With no `store`, one is opened from settings (the embedded redis-server unless redis_url);
+    with no `notifiers`, they are built from the policies' channels."""
     app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
     clock = clock or SystemClock()
     metrics = Metrics(registry or CollectorRegistry())
     ref = PolicyRef(policies)
+    wakeups = Wakeups()
     app[keys.settings] = settings
     app[keys.metrics] = metrics
     app[WEBHOOK_COUNTER] = metrics.webhooks
@@ -95,59 +78,76 @@ def create_app(
     app[keys.policies] = ref
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_store(redis_url or settings.redis_url, settings) as store:
-            app[keys.store] = store
-            app[keys.processor] = Processor(store, app[keys.policies], clock, metrics, on_commit)
+        async with contextlib.AsyncExitStack() as stack:
+            opened: Store
+            if store is not None:
+                opened = store  # the caller's: closed by the caller
+            else:
+                opened = await stack.enter_async_context(open_store(settings.redis_url, settings))
+            app[keys.store] = opened
+            app[keys.processor] = Processor(opened, ref, clock, metrics, wakeups.committed)
             yield
 
-    scheduler_box: list[Scheduler] = []
-    delivery_box: list[Delivery] = []
-
-    def on_commit(d: Decision) -> None:
-        if scheduler_box and d.incident is not None:
-            scheduler_box[0].poke(d.incident.timer_ms)
-        if delivery_box:
-            delivery_box[0].wake.set()
-
-    async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
-        store = app[keys.store]
+    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
-            if notifiers is None:
-                for problem in secret_problems(ref().channels, os.environ):
-                    log.warning("channel_secret_missing", problem=problem)
-            chans = (
-                notifiers if notifiers is not None else build_notifiers(ref().channels, session, os.environ)
-            )
-            consumer = f"{socket.gethostname()}-{os.getpid()}"
-            delivery = Delivery(
-                store, chans, app[keys.policies], clock, metrics, _delivery_config(settings, consumer)
-            )
-            scheduler = Scheduler(store, app[keys.processor], clock, metrics, settings.scheduler_max_sleep_s)
-            scheduler.on_outbox = delivery.wake.set
-            scheduler_box.append(scheduler)
-            delivery_box.append(delivery)
-            stopping = asyncio.Event()
-            tasks = [
-                asyncio.create_task(scheduler.run(), name="scheduler"),
-                asyncio.create_task(delivery.run(), name="delivery"),
-                asyncio.create_task(
-                    _refresh_counts(app, lambda: list(ref().severities), stopping), name="counts"
-                ),
-            ]
+            app[http_session] = session
             yield
-            scheduler.stop()
-            delivery.stop()
-            stopping.set()
-            _, pending = await asyncio.wait(tasks, timeout=settings.delivery_timeout_s + 1)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
-    app.cleanup_ctx.append(store_ctx)
-    app.cleanup_ctx.append(workers_ctx)  # appended last: stops first
+    async def notifiers_ctx(app: web.Application) -> AsyncIterator[None]:
+        if notifiers is not None:
+            app[notifier_set] = dict(notifiers)
+        else:
+            for problem in secret_problems(ref().channels, os.environ):
+                log.warning("channel_secret_missing", problem=problem)
+            app[notifier_set] = build_notifiers(ref().channels, app[http_session], os.environ)
+        yield
+
+    async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        config = _delivery_config(settings, consumer)
+        channels: dict[str, Notifier] = app[notifier_set]
+        delivery = Delivery(app[keys.store], channels, ref, clock, metrics, config)
+        wakeups.outbox_listeners.append(delivery.wake.set)
+        async with _running(delivery.run(), delivery.stop, settings.delivery_timeout_s + 1, "delivery"):
+            yield
+
+    async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[keys.store]
+        scheduler = Scheduler(store, app[keys.processor], clock, metrics, settings.scheduler_max_sleep_s)
+        scheduler.on_outbox = wakeups.outbox_written
+        wakeups.timer_listeners.append(scheduler.poke)
+        async with _running(scheduler.run(), scheduler.stop, settings.delivery_timeout_s + 1, "scheduler"):
+            yield
+
+    async def gauges_ctx(app: web.Application) -> AsyncIterator[None]:
+        stopping = asyncio.Event()
+        loop = _refresh_counts(app[keys.store], metrics, lambda: list(ref().severities), stopping)
+        async with _running(loop, stopping.set, 6, "gauges"):
+            yield
+
+    # started in this order, stopped in the reverse: the loops stop before what they use closes
+    for ctx in (store_ctx, http_ctx, notifiers_ctx, delivery_ctx, scheduler_ctx, gauges_ctx):
+        app.cleanup_ctx.append(ctx)
     setup_routes(app)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     return app
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    loop: Coroutine[Any, Any, None], stop: Task, grace_s: float, name: str
+) -> AsyncIterator[None]:
+    """Run a background loop; on exit, ask it to stop (a flag, not a cancel: a cancel landing
+    inside redis-py can be swallowed) and cancel it only if it has not stopped within grace_s."""
+    task = asyncio.create_task(loop, name=name)
+    try:
+        yield
+    finally:
+        stop()
+        _, pending = await asyncio.wait([task], timeout=grace_s)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
@@ -164,15 +164,14 @@ def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
 
 
 async def _refresh_counts(
-    app: web.Application, severities: Callable[[], list[str]], stopping: asyncio.Event
+    store: Store, metrics: Metrics, severities: Callable[[], list[str]], stopping: asyncio.Event
 ) -> None:
     """The open-incident gauge comes from the store, so every replica reports the same truth."""
     while not stopping.is_set():
         try:
-            app[keys.metrics].set_open_counts(await app[keys.store].open_counts(), severities())
+            metrics.set_open_counts(await store.open_counts(), severities())
         except Exception as exc:  # a metrics refresh must never stop the engine
             log.debug("counts_refresh_failed", error=str(exc))
-        # a stop flag, not cancellation: a cancel landing inside redis-py can be swallowed
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await stopping.wait()

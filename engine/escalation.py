@@ -3,6 +3,7 @@
 from engine.alerts import Alert, AlertStatus
 from engine.events import (
     Acknowledge,
+    Action,
     AlertsReceived,
     CancelTimer,
     Decision,
@@ -18,9 +19,9 @@ from engine.events import (
     Unacknowledge,
 )
 from engine.incident import AlertState, Incident, Status
-from engine.notifiers.base import Action
 from engine.policy.durations import format_duration_ms
 from engine.policy.models import EscalationPolicy, PolicySet
+from engine.timeline import EntryKind as K
 
 ALERTMANAGER = "alertmanager"
 
@@ -42,7 +43,7 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
         case Unacknowledge(by, note):
             if inc.status is not Status.ACKNOWLEDGED:
                 return Decision(incident)
-            d.effects.append(Note("unacknowledged", _with_note("Acknowledgement withdrawn", note), by))
+            d.effects.append(Note(K.UNACKNOWLEDGED, _with_note("Acknowledgement withdrawn", note), by))
             _retrigger(inc, d, policy, now_ms)
         case Resolve(by, note):
             _resolve(inc, d, by, _with_note("Resolved", note), now_ms)
@@ -50,14 +51,14 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
             inc.status = Status.SNOOZED
             inc.snoozed_until_ms = now_ms + duration_ms
             text = f"Snoozed for {format_duration_ms(duration_ms)}"
-            d.effects.append(Note("snoozed", _with_note(text, note), by))
+            d.effects.append(Note(K.SNOOZED, _with_note(text, note), by))
         case Escalate(by, note):
-            d.effects.append(Note("escalated", _with_note("Escalated by hand", note), by))
+            d.effects.append(Note(K.ESCALATED, _with_note("Escalated by hand", note), by))
             _escalate_now(inc, d, policy, now_ms)
         case TimerFired(due_ms):
             if inc.timer_ms != due_ms or now_ms < due_ms:
                 return Decision(incident)  # stale or early: another replica or step handled it
-            _timer(inc, d, policy, now_ms)
+            _on_timer(inc, d, policy, now_ms)
     _sync_timer(inc, d, policy, old_timer)
     return d
 
@@ -81,7 +82,7 @@ def _acknowledge(inc: Incident, d: Decision, policy: EscalationPolicy, by: str, 
         # keep climbing to levels not paged yet, but never repeat pages to levels already paged
         levels = len(policy.levels)
         inc.step_limit = levels if inc.step < levels else inc.step
-    d.effects.append(Note("acknowledged", _with_note(f"Acknowledged by {by}", note), by))
+    d.effects.append(Note(K.ACKNOWLEDGED, _with_note(f"Acknowledged by {by}", note), by))
     if inc.paged:
         d.effects.append(Notify(Action.ACKNOWLEDGE, tuple(inc.paged), 0))
 
@@ -90,7 +91,7 @@ def _resolve(inc: Incident, d: Decision, by: str, text: str, now: int) -> None:
     inc.status = Status.RESOLVED
     inc.resolved_by, inc.resolved_ms = by, now
     inc.ack_deadline_ms = inc.snoozed_until_ms = None
-    d.effects.append(Note("resolved", text, by))
+    d.effects.append(Note(K.RESOLVED, text, by))
     if inc.paged:
         d.effects.append(Notify(Action.RESOLVE, tuple(inc.paged), 0))
 
@@ -112,7 +113,7 @@ def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int) 
     cycle, level = divmod(step, len(policy.levels))
     targets = tuple(policy.levels[level].notify)
     where = f"level {level + 1}" + (f", repeat {cycle}" if cycle else "")
-    d.effects.append(Note("paged", f"Paged {', '.join(targets)} ({where})"))
+    d.effects.append(Note(K.PAGED, f"Paged {', '.join(targets)} ({where})"))
     d.effects.append(Notify(Action.TRIGGER, targets, level))
     for t in targets:
         if t not in inc.paged:
@@ -134,16 +135,16 @@ def _retrigger(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -
 
 def _escalate_now(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
     if inc.step >= policy.step_count():
-        d.effects.append(Note("escalated", "No higher level: paging the last level again"))
+        d.effects.append(Note(K.ESCALATED, "No higher level: paging the last level again"))
     _trigger_from(inc, d, policy, min(inc.step, policy.step_count() - 1), now)
 
 
-def _timer(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+def _on_timer(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
     if inc.status is Status.SNOOZED and inc.snoozed_until_ms is not None and inc.snoozed_until_ms <= now:
-        d.effects.append(Note("unsnoozed", "Snooze over: paging again"))
+        d.effects.append(Note(K.UNSNOOZED, "Snooze over: paging again"))
         _retrigger(inc, d, policy, now)
     elif inc.status is Status.ACKNOWLEDGED and inc.ack_deadline_ms is not None and inc.ack_deadline_ms <= now:
-        d.effects.append(Note("ack_timeout", "Acknowledged but not resolved in time: paging again"))
+        d.effects.append(Note(K.ACK_TIMEOUT, "Acknowledged but not resolved in time: paging again"))
         _retrigger(inc, d, policy, now)
     elif inc.status is Status.TRIGGERED or (inc.status is Status.ACKNOWLEDGED and policy.until == "resolved"):
         _page_due(inc, d, policy, now)
@@ -182,15 +183,14 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
     old_severity, old_timer = inc.severity, inc.timer_ms
     for ra in ev.alerts:
         _apply_alert(inc, d, ra)
-    if not d.changed:
-        inc.duplicates += d.duplicates
-        d.changed = d.duplicates > 0
-        return d
     inc.duplicates += d.duplicates
+    if not d.changed:
+        # only repeats: nothing to rewrite; the store bumps the incident's counter by d.duplicates
+        return Decision(inc, duplicates=d.duplicates)
     top = _top_alert(inc, policies)
     if top is not None and policies.severity_rank(top.severity) < policies.severity_rank(old_severity):
         d.effects.append(
-            Note("severity_raised", f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
+            Note(K.SEVERITY_RAISED, f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
         )
         inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
         _trigger_from(inc, d, policy_of(inc, policies), 0, now)  # re-page from the first level
@@ -209,12 +209,12 @@ def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
     name = a.labels.get("alertname", a.fingerprint)
     if a.status is AlertStatus.RESOLVED:
         if known is None or known.status is AlertStatus.FIRING:
-            d.effects.append(Note("alert_resolved", f"{name} ({a.fingerprint}) resolved", ALERTMANAGER))
+            d.effects.append(Note(K.ALERT_RESOLVED, f"{name} ({a.fingerprint}) resolved", ALERTMANAGER))
     elif known is None:
-        d.effects.append(Note("alert_joined", f"{name} ({a.fingerprint}) joined, firing", ALERTMANAGER))
+        d.effects.append(Note(K.ALERT_JOINED, f"{name} ({a.fingerprint}) joined, firing", ALERTMANAGER))
     else:
-        d.effects.append(Note("alert_refired", f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
-    inc.alerts[a.fingerprint] = _state(ra)
+        d.effects.append(Note(K.ALERT_REFIRED, f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
+    inc.alerts[a.fingerprint] = _alert_state(ra)
     d.changed = True
 
 
@@ -229,7 +229,7 @@ def _is_duplicate(known: AlertState, a: Alert) -> bool:
     return a.ends_at_ms is not None and a.ends_at_ms < known.starts_at_ms
 
 
-def _state(ra: RoutedAlert) -> AlertState:
+def _alert_state(ra: RoutedAlert) -> AlertState:
     a, r = ra.alert, ra.route
     return AlertState(
         fingerprint=a.fingerprint,
@@ -276,12 +276,12 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
         created_ms=now,
         anchor_ms=now,
         group_key=top.alert.group_key,
-        alerts={ra.alert.fingerprint: _state(ra) for ra in fresh},
+        alerts={ra.alert.fingerprint: _alert_state(ra) for ra in fresh},
     )
     d = Decision(inc, changed=True, opened=True, duplicates=dups)
     sev = policies.severities[inc.severity]
     text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
-    d.effects.append(Note("opened", f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
+    d.effects.append(Note(K.OPENED, f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
     policy = policy_of(inc, policies)
     _page_due(inc, d, policy, now)
     _sync_timer(inc, d, policy, None)

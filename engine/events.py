@@ -2,11 +2,21 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from engine.alerts import Alert
 from engine.incident import Incident
-from engine.notifiers.base import Action
 from engine.policy.routing import Route
+from engine.timeline import EntryKind
+
+
+class Action(StrEnum):
+    """What a notification asks of the channel; PagerDuty's event actions use the same words."""
+
+    TRIGGER = "trigger"  # a page: first notification, escalation, repeat, re-trigger
+    ACKNOWLEDGE = "acknowledge"
+    RESOLVE = "resolve"
+
 
 # Events ---------------------------------------------------------------------------------------
 
@@ -85,7 +95,7 @@ class Notify:
 class Note:
     """A timeline entry; the store stamps it with the decision's time."""
 
-    kind: str
+    kind: EntryKind
     text: str
     actor: str = "engine"
 
@@ -109,4 +119,4 @@ class Decision:
     effects: list[Effect] = field(default_factory=list)
     changed: bool = False  # False: nothing to commit
     opened: bool = False  # a new incident (replaces the key's pointer)
-    duplicates: int = 0
+    duplicates: int = 0  # alert occurrences already applied: counted by the store, never re-applied

@@ -55,7 +55,7 @@ class Incident:
     group_key: str = ""
     alerts: dict[str, AlertState] = field(default_factory=dict)
     paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
-    duplicates: int = 0
+    duplicates: int = 0  # repeats seen; kept by the store as a counter beside the record, not in it
     version: int = 0  # compare-and-set guard, bumped by the store on each commit
 
     @property
@@ -74,13 +74,14 @@ class Incident:
 
     def to_json(self) -> str:
         # by hand: dataclasses.asdict deep-copies everything and was half the cost of a commit
-        raw = {name: getattr(self, name) for name in _INCIDENT_FIELDS}
+        raw = {name: getattr(self, name) for name in _STORED_FIELDS}
         raw["alerts"] = {fp: {n: getattr(a, n) for n in _ALERT_FIELDS} for fp, a in self.alerts.items()}
         return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Incident":
         raw: dict[str, Any] = json.loads(text)
+        raw.pop("version", None)  # written by the first release; the store's own field is the truth
         raw["status"] = Status(raw["status"])
         raw["alerts"] = {
             fp: AlertState(**{**a, "status": AlertStatus(a["status"])}) for fp, a in raw["alerts"].items()
@@ -88,5 +89,6 @@ class Incident:
         return cls(**raw)
 
 
-_INCIDENT_FIELDS = [f.name for f in fields(Incident)]
+# the store keeps `version` and `duplicates` beside the record (a repeat bumps a counter, no rewrite)
+_STORED_FIELDS = [f.name for f in fields(Incident) if f.name not in ("version", "duplicates")]
 _ALERT_FIELDS = [f.name for f in fields(AlertState)]

@@ -3,11 +3,12 @@
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from engine import __version__
+from engine.events import Action
+from engine.incident import Status
+from engine.policy.channels import CHANNEL_KINDS
 
-STATES = ("triggered", "acknowledged", "snoozed")
-OUTCOMES = ("success", "retry", "failed")
-CHANNELS = ("pagerduty", "webhook", "email", "slack")
-ACTIONS = ("trigger", "acknowledge", "resolve")
+STATES = tuple(s.value for s in Status if s is not Status.RESOLVED)  # the gauge counts open incidents
+OUTCOMES = ("success", "retry", "failed")  # engine.delivery.retry.Outcome
 
 
 class Metrics:
@@ -66,10 +67,10 @@ class Metrics:
         )
         for status in ("firing", "resolved"):
             self.alerts.labels(status)
-        for channel in CHANNELS:
-            for action in ACTIONS:
+        for kind in CHANNEL_KINDS:
+            for action in Action:
                 for outcome in OUTCOMES:
-                    self.notifications.labels(channel, action, outcome)
+                    self.notifications.labels(kind.name, action.value, outcome)
 
     def set_open_counts(self, counts: dict[tuple[str, str], int], severities: list[str]) -> None:
         for state in STATES:

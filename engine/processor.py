@@ -1,7 +1,6 @@
 """Every event takes one path: load, decide, commit guarded by the version; a lost race re-reads."""
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,13 +11,14 @@ from engine.alerts import Alert
 from engine.clock import Clock
 from engine.errors import ConflictError, IncidentNotFound, StoreError
 from engine.escalation import decide
-from engine.events import AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired
+from engine.events import Action, AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired
 from engine.incident import Incident
 from engine.metrics import Metrics
+from engine.outbox import OutboxMessage
 from engine.policy.models import PolicySet
 from engine.policy.routing import incident_key, route
 from engine.store import keys
-from engine.store.redis import RedisStore
+from engine.store.base import Store
 
 log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 20
@@ -32,9 +32,15 @@ class IngestResult:
 
 
 class Processor:
+    """Owns the one write path for incidents: alerts, people's actions and fired timers.
+
+    Each call takes one policy snapshot, so routing and deciding see the same policy set even
+    when a reload swaps it meanwhile.
+    """
+
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         policies: Callable[[], PolicySet],
         clock: Clock,
         metrics: Metrics,
@@ -54,7 +60,9 @@ class Processor:
             for r in route(policies, alert.labels):
                 by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
         # incident keys are independent: decide them side by side (each is its own atomic step)
-        decisions = await asyncio.gather(*(self._ingest_key(key, routed) for key, routed in by_key.items()))
+        decisions = await asyncio.gather(
+            *(self._ingest_key(key, routed, policies) for key, routed in by_key.items())
+        )
         result = IngestResult()
         for d in decisions:
             result.duplicates += d.duplicates
@@ -63,11 +71,12 @@ class Processor:
                 result.incidents.append(d.incident.id)
         return result
 
-    async def _ingest_key(self, key: str, routed: list[RoutedAlert]) -> Decision:
+    async def _ingest_key(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Decision:
         shard = keys.shard_of_key(key)
         return await self._run(
             lambda: self.store.load_by_key(key),
             lambda: AlertsReceived(tuple(routed), key, keys.new_incident_id(shard)),
+            policies,
         )
 
     async def act(self, incident_id: str, event: Event) -> Incident:
@@ -77,12 +86,12 @@ class Processor:
                 raise IncidentNotFound(incident_id)
             return inc
 
-        d = await self._run(load, lambda: event)
+        d = await self._run(load, lambda: event, self.policies())
         assert d.incident is not None
         return d.incident
 
     async def fire(self, incident_id: str, due_ms: int) -> Decision:
-        d = await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms))
+        d = await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms), self.policies())
         if not d.changed:
             # stale, or the incident is gone or closed: make the timers set agree with the incident
             inc = d.incident
@@ -92,18 +101,24 @@ class Processor:
         return d
 
     async def _run(
-        self, load: Callable[[], Awaitable[Incident | None]], make_event: Callable[[], Event]
+        self,
+        load: Callable[[], Awaitable[Incident | None]],
+        make_event: Callable[[], Event],
+        policies: PolicySet,
     ) -> Decision:
         for _ in range(MAX_ATTEMPTS):
             previous = await load()
             now = self.clock.now_ms()
             event = make_event()
-            d = decide(previous, event, now, self.policies())
-            if not d.changed or d.incident is None:
+            d = decide(previous, event, now, policies)
+            if d.incident is None:
                 return d
-            outbox = _outbox(d, now)
+            if not d.changed:
+                if d.duplicates and d.incident.is_open:
+                    await self.store.count_duplicates(d.incident.id, d.duplicates)
+                return d
             try:
-                await self.store.commit(previous, d, now, outbox)
+                await self.store.commit(previous, d, now, _outbox(d, now))
             except ConflictError:
                 self.metrics.commit_conflicts.inc()
                 continue
@@ -117,7 +132,7 @@ class Processor:
         assert inc is not None
         if d.opened:
             self.metrics.incidents_opened.labels(inc.severity).inc()
-        pages = sum(len(e.targets) for e in d.effects if isinstance(e, Notify) and e.action == "trigger")
+        pages = sum(len(e.targets) for e in d.effects if isinstance(e, Notify) and e.action is Action.TRIGGER)
         log.info(
             "incident_changed",
             incident_id=inc.id,
@@ -132,14 +147,11 @@ class Processor:
         )
 
 
-def _outbox(d: Decision, now_ms: int) -> list[str]:
+def _outbox(d: Decision, now_ms: int) -> list[OutboxMessage]:
     inc = d.incident
     assert inc is not None
     return [
-        json.dumps(
-            {"incident_id": inc.id, "action": e.action.value, "target": t, "level": e.level, "at_ms": now_ms},
-            sort_keys=True,
-        )
+        OutboxMessage(inc.id, e.action, t, e.level, now_ms)
         for e in d.effects
         if isinstance(e, Notify)
         for t in e.targets

@@ -9,7 +9,7 @@ from engine.clock import Clock
 from engine.errors import StoreError
 from engine.metrics import Metrics
 from engine.processor import Processor
-from engine.store.redis import RedisStore
+from engine.store.base import Store
 
 log = structlog.get_logger(__name__)
 BATCH = 200
@@ -20,7 +20,7 @@ RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again th
 class Scheduler:
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         processor: Processor,
         clock: Clock,
         metrics: Metrics,

@@ -31,3 +31,12 @@ def resolve_secret(env: str | None, file: str | None, environ: Mapping[str, str]
             raise ValueError(f"secret file {file} is empty")
         return value
     return None
+
+
+def secret_or_error(env: str | None, file: str | None, environ: Mapping[str, str]) -> str | Exception | None:
+    """The secret, or the error reading it, kept as a value: the engine starts anyway and each
+    send that needs it fails permanently, naming the variable or file."""
+    try:
+        return resolve_secret(env, file, environ)
+    except ValueError as exc:
+        return exc

@@ -2,15 +2,15 @@
 
 from aiohttp import web
 
-from engine.api.middlewares import Auth
+from engine.api.auth import Auth
 from engine.config import Settings
 from engine.metrics import Metrics
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
-from engine.store.redis import RedisStore
+from engine.store.base import Store
 
 settings = web.AppKey("settings", Settings)
-store = web.AppKey("store", RedisStore)
+store = web.AppKey("store", Store)
 processor = web.AppKey("processor", Processor)
 metrics = web.AppKey("metrics", Metrics)
 auth = web.AppKey("auth", Auth)

@@ -1,7 +1,5 @@
-"""Request context, authentication of write endpoints, and the one place errors become HTTP answers."""
+"""Request context, and the one place errors become HTTP answers."""
 
-import base64
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,39 +51,3 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         if "WWW-Authenticate" in exc.headers:
             resp.headers["WWW-Authenticate"] = exc.headers["WWW-Authenticate"]
         return resp
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time compare; bytes so that non-ASCII input is a mismatch, not a TypeError."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
-
-
-class Auth:
-    """Bearer token and/or basic auth for write endpoints; with neither configured, they are open."""
-
-    def __init__(self, token: str | None, basic: tuple[str, str] | None) -> None:
-        self.token = token
-        self.basic = basic
-
-    @property
-    def enabled(self) -> bool:
-        return self.token is not None or self.basic is not None
-
-    def check(self, request: web.Request) -> None:
-        if not self.enabled:
-            return
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if self.token is not None and scheme.lower() == "bearer" and _same(value, self.token):
-            return
-        if self.basic is not None and scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                user, password = "", ""
-            if _same(user, self.basic[0]) & _same(password, self.basic[1]):
-                return
-        raise web.HTTPUnauthorized(
-            reason="missing or bad credentials",
-            headers={"WWW-Authenticate": 'Bearer, Basic realm="escalation-engine"'},
-        )

@@ -4,6 +4,7 @@ from typing import Any
 
 from engine.incident import Incident
 from engine.messages import rfc3339
+from engine.timeline import TimelineEntry
 
 
 def _at(ms: int | None) -> str | None:
@@ -48,5 +49,5 @@ def incident_view(inc: Incident, levels: int | None = None) -> dict[str, Any]:
     }
 
 
-def timeline_view(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"at": rfc3339(e["at_ms"]), **{k: v for k, v in e.items() if k != "at_ms"}} for e in entries]
+def timeline_view(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
+    return [{"at": rfc3339(e.at_ms), "kind": e.kind.value, "actor": e.actor, "text": e.text} for e in entries]

@@ -15,15 +15,19 @@ import html
 import ipaddress
 import re
 import ssl
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import urlsplit
 
+import aiohttp
 import aiosmtplib
 
 from engine import __version__
 from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
-from engine.notifiers.base import Message
+from engine.messages import Message
+from engine.policy.channels import EmailChannel
+from engine.secrets import secret_or_error
 
 DEFAULT_HOSTNAME_FOR_IDS = "escalation-engine"
 _QUIT_TIMEOUT_S = 2.0  # after the message is accepted: never let a slow QUIT turn into a retry
@@ -183,8 +187,6 @@ class EmailNotifier:
     sent over TLS or to a loopback address.
     """
 
-    channel = "email"
-
     def __init__(
         self,
         host: str,
@@ -268,3 +270,20 @@ class EmailNotifier:
                     await client.quit()
         finally:
             client.close()
+
+
+def build(
+    settings: EmailChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+) -> EmailNotifier:
+    # Message-IDs on the sender's domain: one the operator controls, and a real domain name.
+    domain = parseaddr(settings.from_)[1].rpartition("@")[2]
+    return EmailNotifier(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.from_,
+        starttls=settings.starttls,
+        tls=settings.tls,
+        username=secret_or_error(settings.username_env, settings.username_file, environ),
+        password=secret_or_error(settings.password_env, settings.password_file, environ),
+        hostname_for_ids=domain or DEFAULT_HOSTNAME_FOR_IDS,
+    )

@@ -7,8 +7,11 @@ from typing import Any
 import aiohttp
 
 from engine.errors import PermanentDeliveryError
-from engine.notifiers.base import Action, Message
-from engine.notifiers.webhook import USER_AGENT, http_post, snippet
+from engine.events import Action
+from engine.messages import Message
+from engine.notifiers.http import USER_AGENT, http_post, snippet
+from engine.policy.channels import PagerDutyChannel
+from engine.secrets import secret_or_error
 
 CLIENT = "escalation-engine"
 MAX_SUMMARY_CHARS = 1024
@@ -105,8 +108,6 @@ def _rejection(status: int, body: bytes) -> str:
 class PagerDutyNotifier:
     """Sends trigger/acknowledge/resolve events; `message.address` is the policy's service name."""
 
-    channel = "pagerduty"
-
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -134,3 +135,13 @@ class PagerDutyNotifier:
             raise PermanentDeliveryError(
                 f"{what}: PagerDuty rejected the event (HTTP {status}): {_rejection(status, body)}"
             )
+
+
+def build(
+    settings: PagerDutyChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+) -> PagerDutyNotifier:
+    keys: dict[str, str | Exception] = {}
+    for name, service in settings.services.items():
+        key = secret_or_error(service.routing_key_env, service.routing_key_file, environ)
+        keys[name] = ValueError("no routing key configured") if key is None else key
+    return PagerDutyNotifier(session, settings.url, keys)

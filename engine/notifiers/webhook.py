@@ -1,4 +1,4 @@
-"""Generic signed JSON webhook, plus the HTTP POST helper the HTTP-based notifiers share."""
+"""Generic signed JSON webhook: one POST per message to a named endpoint."""
 
 import dataclasses
 import hashlib
@@ -6,78 +6,17 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
-from engine import __version__
-from engine.errors import PermanentDeliveryError, RetryableDeliveryError
-from engine.notifiers.base import Message
+from engine.errors import PermanentDeliveryError
+from engine.messages import Message
+from engine.notifiers.http import USER_AGENT, http_post, parse_retry_after, snippet
+from engine.policy.channels import WebhookChannel
+from engine.secrets import secret_or_error
 
-USER_AGENT = f"escalation-engine/{__version__}"
-_MAX_RESPONSE_BYTES = 64 * 1024  # enough for any error body; never buffer an unbounded reply
-_SNIPPET_CHARS = 300
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-        return max(seconds, 0.0)
-    return seconds if seconds >= 0 and seconds != float("inf") else None
-
-
-def snippet(body: bytes) -> str:
-    text = body.decode("utf-8", errors="replace").strip()
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
-
-
-async def http_post(
-    session: aiohttp.ClientSession,
-    url: str,
-    data: bytes,
-    headers: Mapping[str, str],
-    timeout_s: float,
-    what: str,
-) -> tuple[int, bytes]:
-    """POST and return (status, body) for 1xx-4xx answers other than 429.
-
-    Raises RetryableDeliveryError for 429, 5xx, timeouts and network errors. `what` names the
-    destination in errors; the URL is left out because webhook URLs often embed tokens.
-    """
-    try:
-        async with session.post(
-            url,
-            data=data,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            allow_redirects=False,  # a redirected POST may turn into a GET and silently drop the page
-        ) as resp:
-            body = await resp.content.read(_MAX_RESPONSE_BYTES)
-            status = resp.status
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-    except aiohttp.InvalidURL as exc:
-        raise PermanentDeliveryError(f"{what}: invalid URL") from exc
-    except TimeoutError as exc:
-        raise RetryableDeliveryError(f"{what}: no response within {timeout_s:g}s") from exc
-    except aiohttp.ClientError as exc:
-        raise RetryableDeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    if status == 429 or status >= 500:
-        raise RetryableDeliveryError(f"{what}: HTTP {status}: {snippet(body)}", retry_after)
-    return status, body
+__all__ = ["WebhookNotifier", "build", "event_id", "parse_retry_after", "sign", "webhook_body"]
 
 
 def event_id(message: Message) -> str:
@@ -114,8 +53,6 @@ def webhook_body(message: Message) -> dict[str, Any]:
 class WebhookNotifier:
     """POSTs each message as JSON to a named endpoint; signs it when the endpoint has a secret."""
 
-    channel = "webhook"
-
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -151,3 +88,13 @@ class WebhookNotifier:
         status, reply = await http_post(self._session, url, body, headers, self._timeout_s, what)
         if not 200 <= status < 300:
             raise PermanentDeliveryError(f"{what}: HTTP {status}: {snippet(reply)}")
+
+
+def build(
+    settings: WebhookChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+) -> WebhookNotifier:
+    endpoints = {
+        name: (ep.url, secret_or_error(ep.secret_env, ep.secret_file, environ))
+        for name, ep in settings.endpoints.items()
+    }
+    return WebhookNotifier(session, endpoints)

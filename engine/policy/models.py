@@ -3,16 +3,10 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
+from engine.policy.base import Model
+from engine.policy.channels import CHANNEL_KINDS, Channels
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import Matcher, parse_matcher
 
@@ -29,8 +23,9 @@ def _duration(value: object) -> int:
 
 DurationMs = Annotated[int, BeforeValidator(_duration)]
 
-TARGET_KINDS = ("user", "schedule", "team", "slack", "email", "pagerduty", "webhook")
-_TARGET = re.compile(r"^(user|schedule|team|slack|email|pagerduty|webhook):(\S+)$")
+PEOPLE_KINDS = ("user", "schedule", "team")  # targets that name people; the rest name a channel
+TARGET_KINDS = (*PEOPLE_KINDS, *(kind.name for kind in CHANNEL_KINDS))
+_TARGET = re.compile(rf"^({'|'.join(TARGET_KINDS)}):(\S+)$")
 
 
 def _check_target(target: str) -> str:
@@ -52,10 +47,6 @@ def _check_matcher(text: str) -> str:
 # Validated one item at a time, so that an error points at the list item (and its line).
 MatcherText = Annotated[str, AfterValidator(_check_matcher)]
 TargetText = Annotated[str, AfterValidator(_check_target)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Severity(Model):
@@ -147,68 +138,6 @@ class User(Model):
     slack: str | None = None
     phone: str | None = None
     pagerduty: str | None = None  # a pagerduty service name to page for this user
-
-
-class SecretRef(Model):
-    """A secret by reference: the name of an environment variable or a file path."""
-
-    env: str | None = None
-    file: str | None = None
-
-
-class PagerDutyService(Model):
-    routing_key_env: str | None = None
-    routing_key_file: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "PagerDutyService":
-        if (self.routing_key_env is None) == (self.routing_key_file is None):
-            raise ValueError("give exactly one of routing_key_env or routing_key_file")
-        return self
-
-
-class PagerDutyChannel(Model):
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    services: dict[str, PagerDutyService] = {}
-
-
-class WebhookEndpoint(Model):
-    url: str
-    secret_env: str | None = None
-    secret_file: str | None = None
-
-
-class WebhookChannel(Model):
-    endpoints: dict[str, WebhookEndpoint] = {}
-
-
-class SlackChannel(Model):
-    api_url: str = "https://slack.com/api"
-    token_env: str | None = None
-    token_file: str | None = None
-    signing_secret_env: str | None = None
-    signing_secret_file: str | None = None
-
-
-class EmailChannel(Model):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    smtp_host: str
-    smtp_port: int = 587
-    starttls: bool = True
-    tls: bool = False
-    username_env: str | None = None
-    username_file: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    from_: str = Field(alias="from")
-
-
-class Channels(Model):
-    pagerduty: PagerDutyChannel | None = None
-    webhook: WebhookChannel | None = None
-    slack: SlackChannel | None = None
-    email: EmailChannel | None = None
 
 
 class PolicySet(Model):

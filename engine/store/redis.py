@@ -1,8 +1,7 @@
-"""RedisStore: persists what decide() returned, in one atomic step per decision."""
+"""RedisStore: the Store protocol on Redis; persists what decide() returned, one atomic step each."""
 
-import json
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -10,11 +9,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from engine.aio import raise_if_cancelling
 from engine.errors import ConflictError, StoreError
 from engine.events import Decision, Note
 from engine.incident import Incident
+from engine.outbox import OutboxMessage
 from engine.store import keys
+from engine.store.base import OutboxEntry
+from engine.timeline import TimelineEntry, in_time_order
 
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
@@ -24,11 +25,19 @@ def _script(name: str) -> str:
     return resources.files("engine.store").joinpath("scripts", name).read_text()
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    shard: int
-    entry_id: str
-    message: dict[str, Any]
+def raise_if_cancelling() -> None:
+    """redis-py can turn a cancelled read into a connection error; do not let a loop swallow the cancel."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _incident(version: bytes | int, data: bytes, duplicates: bytes | int | None) -> Incident:
+    """An incident from its hash fields: version `v`, record `d`, repeats counted `n`."""
+    inc = Incident.from_json(data)
+    inc.version = int(version)
+    inc.duplicates += int(duplicates or 0)
+    return inc
 
 
 def count_field(inc: Incident | None) -> str:
@@ -36,6 +45,12 @@ def count_field(inc: Incident | None) -> str:
 
 
 class RedisStore:
+    """Incidents, timelines, timers and the outbox in Redis, sharded by hash tag (see keys.py).
+
+    Every decision is one Lua step guarded by the incident's version; a duplicate-only webhook
+    is one counter bump on the incident's hash, with no version change.
+    """
+
     def __init__(self, client: AnyRedis, *, retention_ms: int = 30 * 86_400_000) -> None:
         self.client = client
         self.retention_ms = retention_ms
@@ -44,6 +59,7 @@ class RedisStore:
         self._retry = client.register_script(_script("retry.lua"))
         self._repair = client.register_script(_script("repair.lua"))
         self._read = client.register_script(_script("read.lua"))
+        self._count = client.register_script(_script("count.lua"))
 
     async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
         """Await fn(), turning Redis and socket failures into StoreError naming the step."""
@@ -69,23 +85,18 @@ class RedisStore:
             key = keys.incident(incident_id)
         except ValueError:
             return None
-        raw = await self._call("load incident", lambda: self.client.hmget(key, ["v", "d"]))
-        if raw[1] is None:
-            return None
-        inc = Incident.from_json(raw[1])
-        inc.version = int(raw[0])
-        return inc
+        raw = await self._call("load incident", lambda: self.client.hmget(key, ["v", "d", "n"]))
+        return None if raw[1] is None else _incident(*raw)
 
     async def load_by_key(self, incident_key: str) -> Incident | None:
         pointer = keys.pointer(incident_key)
         row = await self._call("load incident by key", lambda: self._read(keys=[pointer]))
         if not row:
             return None
-        incident_id, version, data = bytes(row[0]).decode(), row[1], row[2]
+        incident_id, version, data, duplicates = bytes(row[0]).decode(), row[1], row[2], row[3]
         inc = None
         if data is not None:
-            inc = Incident.from_json(data)
-            inc.version = int(version)
+            inc = _incident(version, data, duplicates)
         else:  # the incident is gone (evicted, deleted): forget the dangling pointer
             ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]
             await self._call(
@@ -100,8 +111,13 @@ class RedisStore:
         # the pointer slot is unused here; the timers key stands in so both keys share a hash slot
         await self._call("repair timer", lambda: self._repair(keys=[timers, timers], args=args))
 
+    async def count_duplicates(self, incident_id: str, n: int) -> None:
+        """Count repeats of alerts an incident already has: no rewrite, no version bump."""
+        key = keys.incident(incident_id)
+        await self._call("count duplicates", lambda: self._count(keys=[key], args=[n]))
+
     async def commit(
-        self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[str]
+        self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
     ) -> None:
         """Write the decision if nobody wrote the incident since `previous` was read."""
         inc = decision.incident
@@ -112,7 +128,7 @@ class RedisStore:
         expected_ptr = (previous.id if previous is not None else "-") if decision.opened else ""
         inc.version = expected + 1
         notes = [
-            json.dumps({"at_ms": now_ms, "kind": e.kind, "actor": e.actor, "text": e.text})
+            TimelineEntry(now_ms, e.kind, e.actor, e.text).to_json()
             for e in decision.effects
             if isinstance(e, Note)
         ]
@@ -127,10 +143,11 @@ class RedisStore:
             old_field,
             count_field(inc),
             self.retention_ms,
+            0 if decision.opened else decision.duplicates,  # an opening's repeats were the old incident's
             len(notes),
             *notes,
             len(outbox),
-            *outbox,
+            *(m.to_json() for m in outbox),
         ]
         ks = [
             keys.incident(inc.id),
@@ -146,13 +163,14 @@ class RedisStore:
             inc.version = expected
             raise ConflictError("commit decision: incident changed concurrently")
 
-    async def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+    async def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        """The incident's timeline in time order (see in_time_order for why it is sorted here)."""
         raw = await self._call("read timeline", lambda: self.client.lrange(keys.timeline(incident_id), 0, -1))
-        return [json.loads(r) for r in raw]
+        return in_time_order([TimelineEntry.from_json(r) for r in raw])
 
-    async def append_timeline(self, incident_id: str, entry: dict[str, Any]) -> None:
+    async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
         key = keys.timeline(incident_id)
-        await self._call("append timeline", lambda: self.client.rpush(key, json.dumps(entry)))
+        await self._call("append timeline", lambda: self.client.rpush(key, entry.to_json()))
 
     async def list_incidents(self, limit: int) -> list[Incident]:
         """The newest `limit` incidents across all shards."""
@@ -167,17 +185,15 @@ class RedisStore:
             )[:limit]
             async with self.client.pipeline(transaction=False) as pipe:
                 for _, incident_id in newest:
-                    pipe.hmget(keys.incident(incident_id), ["v", "d"])
+                    pipe.hmget(keys.incident(incident_id), ["v", "d", "n"])
                 rows = await pipe.execute()
             out = []
             expired: list[str] = []
-            for (_, incident_id), (v, d) in zip(newest, rows, strict=True):
+            for (_, incident_id), (v, d, n) in zip(newest, rows, strict=True):
                 if d is None:  # expired after the retention period
                     expired.append(incident_id)
                     continue
-                inc = Incident.from_json(d)
-                inc.version = int(v)
-                out.append(inc)
+                out.append(_incident(v, d, n))
             for incident_id in expired:
                 await self.client.zrem(keys.index(keys.shard_of_id(incident_id)), incident_id)
             return out
@@ -250,7 +266,7 @@ class RedisStore:
                     pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {keys.outbox(shard): ">"}, count=count)
                 rows = await pipe.execute()
             return [
-                OutboxEntry(shard, entry_id.decode(), json.loads(fields[b"m"]))
+                OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(fields[b"m"]))
                 for shard, row in enumerate(rows)
                 for _stream, entries in (row or [])
                 for entry_id, fields in entries
@@ -269,7 +285,7 @@ class RedisStore:
                     )
                 rows = await pipe.execute()
             return [
-                OutboxEntry(shard, entry_id.decode(), json.loads(fields[b"m"]))
+                OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(fields[b"m"]))
                 for shard, row in enumerate(rows)
                 for entry_id, fields in row[1]
                 if fields is not None
@@ -289,12 +305,12 @@ class RedisStore:
 
         await self._run("ack delivery", write)
 
-    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, dict[str, Any]]]) -> None:
+    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
         """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""
         ks = [keys.outbox(entry.shard), keys.retries(entry.shard)]
         args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
         for due_ms, message in retries:
-            args += [due_ms, json.dumps(message, sort_keys=True)]
+            args += [due_ms, message.to_json()]
         await self._call("schedule delivery retry", lambda: self._retry(keys=ks, args=args))
 
     async def pump_retries(self, now_ms: int, limit: int = 100) -> int:

@@ -70,11 +70,11 @@ async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 @pytest.fixture
 async def engine(redis_url: str) -> AsyncIterator[Engine]:
-    settings = Settings(auth_token=TOKEN, max_body_bytes=64 * 1024, delivery_poll_s=0.2)
+    settings = Settings(auth_token=TOKEN, max_body_bytes=64 * 1024, delivery_poll_s=0.2, redis_url=redis_url)
     registry = CollectorRegistry()
     async with PagerDutySink() as pd, aiohttp.ClientSession() as session:
         notifiers = {"pagerduty": PagerDutyNotifier(session, pd.url, {"platform": ROUTING_KEY})}
-        app = create_app(settings, POLICIES, notifiers=notifiers, registry=registry, redis_url=redis_url)
+        app = create_app(settings, POLICIES, notifiers=notifiers, registry=registry)
         async with TestClient(TestServer(app)) as client:
             yield Engine(client, pd, registry)
 
@@ -138,8 +138,8 @@ async def test_auth_is_required_when_configured(engine: Engine) -> None:
 
 
 async def test_basic_auth_works_too(redis_url: str) -> None:
-    settings = Settings(auth_basic_user="am", auth_basic_password="pw")
-    app = create_app(settings, POLICIES, notifiers={}, redis_url=redis_url)
+    settings = Settings(auth_basic_user="am", auth_basic_password="pw", redis_url=redis_url)
+    app = create_app(settings, POLICIES, notifiers={})
     async with TestClient(TestServer(app)) as client:
         good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"am:nope").decode()}
@@ -226,7 +226,7 @@ async def test_redis_down_is_a_503_and_recovers(tmp_path: Path) -> None:
 
     # persistent, as the embedded server is: what was accepted must survive the restart
     with RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")) as server:
-        app = create_app(Settings(), POLICIES, notifiers={}, redis_url=server.url)
+        app = create_app(Settings(redis_url=server.url), POLICIES, notifiers={})
         async with TestClient(TestServer(app)) as client:
             data = json.dumps(body("01-firing-single.json"))
             assert (await client.post("/api/v1/alertmanager", data=data)).status == 200

@@ -8,11 +8,13 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from engine.delivery import Delivery, DeliveryConfig, backoff_s, expand_target
+from engine.delivery import Delivery, DeliveryConfig
+from engine.delivery.retry import backoff_s
 from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.notifiers import PagerDutyNotifier
+from engine.policy.targets import expand_target
 from engine.processor import Processor
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
@@ -83,7 +85,7 @@ async def test_a_5xx_is_retried_with_backoff_and_delivered_once(rig: Rig) -> Non
     assert [e["event_action"] for e in rig.pd.events] == ["trigger"]
     assert len(rig.pd.requests) == 3
     assert (rig.sample("retry"), rig.sample("success")) == (2.0, 1.0)
-    kinds = [e["kind"] for e in await rig.store.timeline(incident_id)]
+    kinds = [e.kind.value for e in await rig.store.timeline(incident_id)]
     assert kinds.count("delivery_retry") == 2 and kinds[-1] == "delivered"
 
 
@@ -112,7 +114,7 @@ async def test_a_400_is_permanent_and_recorded(rig: Rig) -> None:
     assert await rig.drain(delivery) == 0
     assert rig.sample("failed") == 1.0 and rig.pd.events == []
     last = (await rig.store.timeline(incident_id))[-1]
-    assert last["kind"] == "delivery_failed" and "Event object is invalid" in last["text"]
+    assert last.kind == "delivery_failed" and "Event object is invalid" in last.text
 
 
 async def test_it_gives_up_after_max_attempts(rig: Rig) -> None:
@@ -153,7 +155,7 @@ async def test_a_page_still_waiting_when_the_incident_is_acknowledged_is_not_sen
     await rig.drain(delivery)
     # the late page is not sent; the ack mirror is (PagerDuty drops an ack for a key it never saw)
     assert [e["event_action"] for e in rig.pd.events] == ["acknowledge"]
-    texts = [e["text"] for e in await rig.store.timeline(incident_id) if e["kind"] == "page_skipped"]
+    texts = [e.text for e in await rig.store.timeline(incident_id) if e.kind == "page_skipped"]
     assert texts == ["trigger to pagerduty:platform skipped: already acknowledged"]
 
 
@@ -166,7 +168,7 @@ async def test_a_page_for_an_incident_resolved_before_delivery_is_skipped(rig: R
     await rig.drain(rig.delivery())
     # the trigger is skipped; the resolve mirror still goes out (PagerDuty drops it harmlessly)
     assert [e["event_action"] for e in rig.pd.events] == ["resolve"]
-    kinds = [e["kind"] for e in await rig.store.timeline(incident_id)]
+    kinds = [e.kind.value for e in await rig.store.timeline(incident_id)]
     assert "page_skipped" in kinds
 
 

@@ -63,7 +63,7 @@ async def test_a_webhook_opens_one_incident_with_its_pages_in_the_outbox(store: 
     assert inc is not None and len(inc.alerts) == 3 and inc.version == 1
     # default route of the test policies: P3 / std, level 1 = user:a
     assert [(m["action"], m["target"]) for m in await outbox(store)] == [("trigger", "user:a")]
-    assert [e["kind"] for e in await store.timeline(inc.id)] == ["opened", "paged"]
+    assert [e.kind for e in await store.timeline(inc.id)] == ["opened", "paged"]
     assert await store.client.zscore(keys.timers(keys.shard_of_id(inc.id)), inc.id) == inc.timer_ms
 
 
@@ -149,7 +149,7 @@ async def test_the_same_store_code_runs_on_a_redis_cluster(redis_cluster_url: st
         await store.ensure_groups()
         entries = await store.read_outbox("c1", 10)
         assert len(entries) == 8  # 3 first pages, 3 level-2 pages, ack mirrored to user:a and user:b
-        await store.retry_later(entries[0], [(clock.now_ms(), {"x": 1})])
+        await store.retry_later(entries[0], [(clock.now_ms(), entries[0].message)])
         assert await store.pump_retries(clock.now_ms()) == 1
     finally:
         await store.close()

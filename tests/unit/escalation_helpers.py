@@ -2,9 +2,8 @@
 
 from engine.alerts import Alert, AlertStatus
 from engine.escalation import decide
-from engine.events import AlertsReceived, Decision, Event, Notify, RoutedAlert
+from engine.events import Action, AlertsReceived, Decision, Event, Notify, RoutedAlert
 from engine.incident import Incident
-from engine.notifiers.base import Action
 from engine.policy.models import PolicySet
 from engine.policy.routing import Route
 

@@ -42,7 +42,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_missing_channel_secrets_are_named_at_start(tmp_path: Path) -> None:
-    from engine.app import secret_problems
+    from engine.notifiers import secret_problems
     from engine.policy.loader import load_policies
 
     channels = load_policies(ROOT / "policies").channels

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 from engine.events import (
     Acknowledge,
+    Action,
     CancelTimer,
     Escalate,
     Resolve,
@@ -13,7 +14,6 @@ from engine.events import (
     Unacknowledge,
 )
 from engine.incident import Incident, Status
-from engine.notifiers.base import Action
 from tests.unit.escalation_helpers import (
     MIN,
     STD,

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from engine.escalation import next_timer, policy_of
 from engine.events import (
     Acknowledge,
+    Action,
     Decision,
     Escalate,
     Event,
@@ -18,7 +19,6 @@ from engine.events import (
     Unacknowledge,
 )
 from engine.incident import Incident, Status
-from engine.notifiers.base import Action
 from tests.unit.escalation_helpers import CRIT, MIN, POLICIES, STD, T0, alert, received, run
 
 FPS = ["aaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbb2", "ccccccccccccccc3"]

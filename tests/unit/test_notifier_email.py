@@ -17,8 +17,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
+from engine.events import Action
+from engine.messages import AlertSummary, Message
 from engine.notifiers import EmailNotifier, build_notifiers
-from engine.notifiers.base import Action, AlertSummary, Message
 from engine.notifiers.email import thread_root
 from tests.servers import free_port
 
@@ -436,7 +437,7 @@ async def test_starttls_required_but_not_offered_is_permanent(smtp_server: Start
 async def test_build_notifiers_builds_email_from_policy_channels(
     smtp_server: StartServer, tmp_path: Path
 ) -> None:
-    from engine.policy.models import Channels  # local, as in test_secrets: the policy layer is optional
+    from engine.policy.channels import Channels  # local, as in test_secrets: the policy layer is optional
 
     server = smtp_server(auth_required=True, auth_require_tls=False, authenticator=authenticator)
     password_file = tmp_path / "smtp-password"
@@ -457,6 +458,6 @@ async def test_build_notifiers_builds_email_from_policy_channels(
     with pytest.raises(PermanentDeliveryError, match="environment variable SMTP_USER is not set"):
         await broken["email"].send(MESSAGE)
 
-    assert notifiers["email"].channel == "email"
+    assert isinstance(notifiers["email"], EmailNotifier)
     [mail] = server.handler.emails()
     assert mail["References"] == "<incident-3-0a1b2c3d4e5f@example.com>"  # ids on the sender's domain

@@ -5,7 +5,8 @@ import aiohttp
 import pytest
 
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
-from engine.notifiers.base import Action, AlertSummary, Message
+from engine.events import Action
+from engine.messages import AlertSummary, Message
 from engine.notifiers.pagerduty import PagerDutyNotifier, event_body
 from tests.sinks import PagerDutySink, Reply, refused_url
 

@@ -8,7 +8,8 @@ import pytest
 
 from engine import __version__
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
-from engine.notifiers.base import Action, AlertSummary, Message
+from engine.events import Action
+from engine.messages import AlertSummary, Message
 from engine.notifiers.webhook import WebhookNotifier, parse_retry_after
 from tests.sinks import Reply, WebhookSink, refused_url, verify_signature
 

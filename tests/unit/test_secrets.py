@@ -6,7 +6,9 @@ import aiohttp
 import pytest
 
 from engine.errors import PermanentDeliveryError
-from engine.notifiers import Action, Message, build_notifiers
+from engine.events import Action
+from engine.messages import Message
+from engine.notifiers import build_notifiers
 from engine.secrets import resolve_secret
 from tests.sinks import PagerDutySink, WebhookSink, verify_signature
 
@@ -91,7 +93,9 @@ def test_error_never_contains_the_value(tmp_path: Path) -> None:
 
 
 async def test_build_notifiers_resolves_secrets_once_and_reports_failures_at_send(tmp_path: Path) -> None:
-    from engine.policy.models import Channels  # local: keeps the secret tests independent of the policy layer
+    from engine.policy.channels import (
+        Channels,  # local: keeps the secret tests independent of the policy layer
+    )
 
     secret_file = tmp_path / "hook-secret"
     secret_file.write_text("whsec\n")
@@ -123,6 +127,8 @@ async def test_build_notifiers_resolves_secrets_once_and_reports_failures_at_sen
 
 
 def test_build_notifiers_skips_unconfigured_channels() -> None:
-    from engine.policy.models import Channels  # local: keeps the secret tests independent of the policy layer
+    from engine.policy.channels import (
+        Channels,  # local: keeps the secret tests independent of the policy layer
+    )
 
     assert build_notifiers(Channels(), cast(aiohttp.ClientSession, None), {}) == {}

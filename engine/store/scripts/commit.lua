@@ -2,7 +2,7 @@
 -- only if the incident's version (and, when opening, the key's pointer) is what was read.
 -- KEYS: incident, timeline, pointer, timers, outbox, index, counts (all one hash slot)
 -- ARGV: expected_version, expected_pointer, id, json, timer_ms, created_ms,
---       old_count_field, new_count_field, retention_ms, n_notes, notes..., n_out, out...
+--       old_count_field, new_count_field, retention_ms, duplicates, n_notes, notes..., n_out, out...
 local expected = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= expected then return 0 end
@@ -22,7 +22,8 @@ if ARGV[7] ~= ARGV[8] then
   if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[7], -1) end
   if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[8], 1) end
 end
-local i = 10
+if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', KEYS[1], 'n', ARGV[10]) end
+local i = 11
 local n = tonumber(ARGV[i])
 for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i + j]) end
 i = i + n + 1

@@ -1,56 +1,16 @@
-"""HTTP handlers: parse, call into the processor, shape the answer. Errors are mapped in middlewares."""
-
-import json
-from typing import Any
+"""Incidents: list, show with timeline, and people's actions (ack, unack, resolve, snooze, escalate)."""
 
 from aiohttp import web
 
-from engine.api import keys as appkeys
-from engine.api.middlewares import WEBHOOK_PATH
+from engine.api import keys
+from engine.api.body import json_body
 from engine.api.views import incident_view, timeline_view
 from engine.errors import IncidentNotFound, IngestError
 from engine.events import MANUAL_ACTIONS, Event, Snooze
-from engine.ingest.alertmanager import parse_payload
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import parse_matcher
 
 MAX_SNOOZE_MS = 30 * 86_400_000
-
-
-async def _json_body(request: web.Request, *, required: bool) -> Any:
-    body = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413
-    if not body.strip():
-        if required:
-            raise IngestError("empty body: expected JSON", status=400)
-        return {}
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IngestError(f"body is not valid JSON: {exc}", status=400) from None
-    except RecursionError:
-        raise IngestError("body is not valid JSON: nested too deeply", status=400) from None
-
-
-async def alertmanager(request: web.Request) -> web.Response:
-    app = request.app
-    metrics = app[appkeys.metrics]
-    app[appkeys.auth].check(request)
-    raw = await _json_body(request, required=True)
-    payload, alerts = parse_payload(raw)
-    for a in alerts:
-        metrics.alerts.labels(a.status.value).inc()
-    result = await app[appkeys.processor].ingest(alerts)
-    metrics.duplicates.inc(result.duplicates)
-    return web.json_response(
-        {
-            "status": "ok",
-            "alerts": len(alerts),
-            "incidents": result.incidents,
-            "opened": result.opened,
-            "duplicates": result.duplicates,
-            "truncated_alerts": payload.truncated_alerts,
-        }
-    )
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -66,7 +26,7 @@ async def list_incidents(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise IngestError(f"label: {exc}", status=400) from None
     filtered = any(k in q for k in ("status", "severity", "label"))
-    incidents = await request.app[appkeys.store].list_incidents(1000 if filtered else limit)
+    incidents = await request.app[keys.store].list_incidents(1000 if filtered else limit)
     out = []
     for inc in incidents:
         if "status" in q and inc.status.value not in q["status"].split(","):
@@ -81,12 +41,12 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 
 def _levels(request: web.Request, policy: str) -> int | None:
-    found = request.app[appkeys.policies]().escalation_policies.get(policy)
+    found = request.app[keys.policies]().escalation_policies.get(policy)
     return len(found.levels) if found else None
 
 
 async def get_incident(request: web.Request) -> web.Response:
-    store = request.app[appkeys.store]
+    store = request.app[keys.store]
     incident_id = request.match_info["id"]
     inc = await store.load(incident_id)
     if inc is None:
@@ -98,9 +58,9 @@ async def get_incident(request: web.Request) -> web.Response:
 
 async def incident_action(request: web.Request) -> web.Response:
     app = request.app
-    app[appkeys.auth].check(request)
+    app[keys.auth].check(request)
     action = request.match_info["action"]
-    body = await _json_body(request, required=False)
+    body = await json_body(request, required=False)
     if not isinstance(body, dict):
         raise IngestError("body: expected a JSON object", status=400)
     by, note = body.get("by", "api"), body.get("note", "")
@@ -121,26 +81,5 @@ async def incident_action(request: web.Request) -> web.Response:
         raise IngestError(
             f"unknown action {action!r}: use ack, unack, resolve, snooze or escalate", status=404
         )
-    inc = await app[appkeys.processor].act(request.match_info["id"], event)
+    inc = await app[keys.processor].act(request.match_info["id"], event)
     return web.json_response(incident_view(inc, _levels(request, inc.policy)))
-
-
-async def healthy(request: web.Request) -> web.Response:
-    return web.Response(text="OK\n")
-
-
-async def ready(request: web.Request) -> web.Response:
-    try:
-        await request.app[appkeys.store].ping()
-    except Exception as exc:
-        return web.Response(status=503, text=f"store unreachable: {exc}\n")
-    return web.Response(text="OK\n")
-
-
-def setup_routes(app: web.Application) -> None:
-    app.router.add_post(WEBHOOK_PATH, alertmanager)
-    app.router.add_get("/api/v1/incidents", list_incidents)
-    app.router.add_get("/api/v1/incidents/{id}", get_incident)
-    app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)

@@ -1,0 +1,15 @@
+"""The route table: every HTTP endpoint of the engine in one place."""
+
+from aiohttp import web
+
+from engine.api import health, incidents, webhook
+from engine.api.middlewares import WEBHOOK_PATH
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post(WEBHOOK_PATH, webhook.alertmanager)
+    app.router.add_get("/api/v1/incidents", incidents.list_incidents)
+    app.router.add_get("/api/v1/incidents/{id}", incidents.get_incident)
+    app.router.add_post("/api/v1/incidents/{id}/{action}", incidents.incident_action)
+    app.router.add_get("/-/healthy", health.healthy)
+    app.router.add_get("/-/ready", health.ready)

@@ -1,0 +1,23 @@
+"""escalation-engine: the argument parser; each verb is one module in this package (see VERBS)."""
+
+import argparse
+from types import ModuleType
+
+from engine import __version__
+from engine.cli import check, serve
+
+# a verb module has HELP, add_arguments(parser) and run(args) -> exit code
+VERBS: dict[str, ModuleType] = {"serve": serve, "check": check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="escalation-engine", description="Alertmanager in, escalating pages out."
+    )
+    parser.add_argument("--version", action="version", version=f"escalation-engine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, verb in VERBS.items():
+        verb.add_arguments(sub.add_parser(name, help=verb.HELP))
+    args = parser.parse_args(argv)
+    code: int = VERBS[args.command].run(args)
+    return code

@@ -1,0 +1,191 @@
+"""The outbox consumer: at least once, incidents in parallel, outcomes on the timeline."""
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from engine.clock import Clock
+from engine.delivery.plan import plan
+from engine.delivery.retry import ENTRY_KIND, Outcome, RetryPolicy, judge
+from engine.errors import DeliveryError, PermanentDeliveryError, StoreError
+from engine.incident import Incident
+from engine.messages import Message, build_message
+from engine.metrics import Metrics
+from engine.notifiers.base import Notifier
+from engine.outbox import OutboxMessage
+from engine.policy.models import PolicySet
+from engine.policy.targets import Address
+from engine.store.base import OutboxEntry, Store
+from engine.timeline import EntryKind, TimelineEntry
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    consumer: str
+    poll_s: float = 1.0
+    claim_idle_s: float = 60.0
+    timeout_s: float = 10.0
+    backoff_s: float = 2.0
+    backoff_max_s: float = 300.0
+    max_attempts: int = 12
+    public_url: str = ""
+    batch: int = 50
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.backoff_s, self.backoff_max_s, self.max_attempts)
+
+
+class Delivery:
+    """Owns the outbox consumer group: reads entries (and claims a dead replica's), plans each
+    against the incident as it is now, sends through the notifiers, and acks or parks retries."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifiers: Mapping[str, Notifier],
+        policies: Callable[[], PolicySet],
+        clock: Clock,
+        metrics: Metrics,
+        config: DeliveryConfig,
+    ) -> None:
+        self.store = store
+        self.notifiers = notifiers  # replaced as a whole when channels are rebuilt
+        self.policies = policies
+        self.clock = clock
+        self.metrics = metrics
+        self.config = config
+        self.wake = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run()."""
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        await self._ensure_groups()
+        last_claim = 0.0
+        while not self._stopping:
+            try:
+                entries = await self.store.read_outbox(self.config.consumer, self.config.batch)
+                if time.monotonic() - last_claim > self.config.claim_idle_s / 4:
+                    last_claim = time.monotonic()
+                    entries += await self.store.claim_stale(
+                        self.config.consumer, int(self.config.claim_idle_s * 1000), self.config.batch
+                    )
+                if entries:
+                    await self._handle_batch(entries)
+                    continue
+                await self.store.pump_retries(self.clock.now_ms())
+            except StoreError as exc:
+                log.warning("delivery_store_unavailable", error=str(exc))
+            except Exception as exc:  # the loop must outlive any one bad entry
+                log.exception("delivery_loop_error", error=repr(exc))
+            self.wake.clear()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(self.config.poll_s):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _ensure_groups(self) -> None:
+        while True:
+            try:
+                await self.store.ensure_groups()
+                return
+            except StoreError as exc:
+                log.warning("delivery_store_unavailable", error=str(exc))
+                await asyncio.sleep(self.config.poll_s)
+
+    async def _handle_batch(self, entries: list[OutboxEntry]) -> None:
+        """Incidents in parallel; one incident's entries in order, so an ack never overtakes its page."""
+        by_incident: dict[str, list[OutboxEntry]] = {}
+        for e in entries:
+            by_incident.setdefault(e.message.incident_id, []).append(e)
+
+        async def in_order(group: list[OutboxEntry]) -> None:
+            for e in group:
+                try:
+                    await self.handle(e)
+                except StoreError:
+                    raise
+                except Exception as exc:  # left pending: claimed again after claim_idle_s
+                    log.exception("delivery_crashed", entry=e.entry_id, error=repr(exc))
+
+        await asyncio.gather(*(in_order(g) for g in by_incident.values()))
+
+    async def handle(self, entry: OutboxEntry) -> None:
+        """Send one outbox entry to every address its target reaches now; ack or park retries."""
+        msg = entry.message
+        policies = self.policies()
+        inc = await self.store.load(msg.incident_id)
+        if inc is None:
+            await self.store.ack(entry)
+            return
+        todo = plan(msg, inc, policies, self.notifiers.keys())
+        if todo.skipped:
+            text = f"{msg.action} to {msg.target} skipped: {todo.skipped}"
+            await self._note(inc.id, EntryKind.PAGE_SKIPPED, "engine", text)
+        elif todo.unreachable:
+            await self._note(inc.id, EntryKind.DELIVERY_FAILED, "engine", todo.unreachable)
+        retries: list[tuple[int, OutboxMessage]] = []
+        for address in todo.sends:
+            retry_in_s = await self._send(inc, msg, address, policies)
+            if retry_in_s is not None:
+                retries.append((self.clock.now_ms() + int(retry_in_s * 1000), msg.retry(address)))
+        if retries:
+            await self.store.retry_later(entry, retries)
+        else:
+            await self.store.ack(entry)
+
+    async def _send(
+        self, inc: Incident, msg: OutboxMessage, address: Address, policies: PolicySet
+    ) -> float | None:
+        """One attempt at one address; returns the delay before a retry, or None when done."""
+        message = self._message(inc, msg, address, policies)
+        where = f"{msg.action} to {address.channel}:{address.name} ({msg.target})"
+        notifier = self.notifiers.get(address.channel)
+        started = time.monotonic()
+        error: Exception | None = None
+        try:
+            if notifier is None:
+                raise PermanentDeliveryError(f"channel {address.channel} is not configured")
+            async with asyncio.timeout(self.config.timeout_s):
+                await notifier.send(message)
+        except (DeliveryError, TimeoutError) as exc:  # anything else is a bug: delivery_crashed
+            error = exc
+        finally:
+            self.metrics.notification_seconds.labels(address.channel).observe(time.monotonic() - started)
+        result = judge(where, error, msg.attempt, self.config.retry, self.config.timeout_s)
+        self.metrics.notifications.labels(address.channel, msg.action, result.outcome).inc()
+        log_at = {Outcome.SUCCESS: log.info, Outcome.RETRY: log.warning, Outcome.FAILED: log.error}
+        log_at[result.outcome](
+            "notification_" + result.outcome,
+            incident_id=inc.id,
+            channel=address.channel,
+            attempt=msg.attempt,
+            detail=result.text,
+        )
+        await self._note(inc.id, ENTRY_KIND[result.outcome], address.channel, result.text)
+        return result.retry_in_s
+
+    def _message(self, inc: Incident, msg: OutboxMessage, address: Address, policies: PolicySet) -> Message:
+        return build_message(
+            inc,
+            msg.action,
+            level=msg.level,
+            target=msg.target,
+            address=address.name,
+            policies=policies,
+            public_url=self.config.public_url,
+            decided_ms=msg.decided_ms,
+        )
+
+    async def _note(self, incident_id: str, kind: EntryKind, actor: str, text: str) -> None:
+        await self.store.append_timeline(incident_id, TimelineEntry(self.clock.now_ms(), kind, actor, text))

@@ -1,0 +1,44 @@
+"""What one outbox message becomes at send time: skipped, unreachable, or sends. Pure."""
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from engine.escalation import policy_of
+from engine.events import Action
+from engine.incident import Incident, Status
+from engine.outbox import OutboxMessage
+from engine.policy.models import PolicySet
+from engine.policy.targets import Address, expand_target, reachable, why_unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    sends: tuple[Address, ...] = ()
+    skipped: str = ""  # why the notification no longer applies ("" when it does)
+    unreachable: str = ""  # why the target reached nobody ("" when it reached someone)
+
+
+def plan(msg: OutboxMessage, inc: Incident, policies: PolicySet, channels: Collection[str]) -> Plan:
+    """Resolve `msg` against the incident as it is now and the policies in force now."""
+    if why := stale(inc, msg.action, policies):
+        return Plan(skipped=why)
+    if msg.address is not None:  # a retry: only the address that failed
+        return Plan(sends=(msg.address,))
+    sends = reachable(msg.target, expand_target(msg.target, policies), channels)
+    if not sends:
+        return Plan(unreachable=why_unreachable(msg.target, policies))
+    return Plan(sends=tuple(sends))
+
+
+def stale(inc: Incident, action: Action, policies: PolicySet) -> str:
+    """Why a decided notification no longer applies by the time it is sent ("" when it does)."""
+    if action is Action.TRIGGER:
+        if inc.status is Status.RESOLVED:
+            return "already resolved"
+        if inc.status is Status.SNOOZED:
+            return "snoozed"
+        if inc.status is Status.ACKNOWLEDGED and policy_of(inc, policies).until == "acknowledged":
+            return "already acknowledged"
+    if action is Action.ACKNOWLEDGE and inc.status is not Status.ACKNOWLEDGED:
+        return f"incident is {inc.status} now"
+    return ""

@@ -1,0 +1,56 @@
+"""The outbox message: one decided notification, written in the step that decided it. Pure."""
+
+import json
+from dataclasses import dataclass
+
+from engine.events import Action
+from engine.policy.targets import Address
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """`action` about `incident_id` to everyone `target` reaches at send time.
+
+    A retry narrows it to the one address that failed (`address`), with its attempt count, so
+    the addresses that succeeded are not sent to again.
+    """
+
+    incident_id: str
+    action: Action
+    target: str  # the policy target, e.g. "user:sre-oncall" or "pagerduty:platform"
+    level: int  # 0-based ladder level that caused a trigger (0 for ack/resolve)
+    decided_ms: int  # when the engine decided it: retries of it share the value
+    address: Address | None = None
+    attempt: int = 0
+
+    def retry(self, address: Address) -> "OutboxMessage":
+        return OutboxMessage(
+            self.incident_id, self.action, self.target, self.level, self.decided_ms, address, self.attempt + 1
+        )
+
+    def to_json(self) -> str:
+        # the keys of the first release, so entries pending across an upgrade still parse
+        raw: dict[str, object] = {
+            "incident_id": self.incident_id,
+            "action": self.action.value,
+            "target": self.target,
+            "level": self.level,
+            "at_ms": self.decided_ms,
+        }
+        if self.address is not None:
+            raw |= {"channel": self.address.channel, "address": self.address.name, "attempt": self.attempt}
+        return json.dumps(raw, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "OutboxMessage":
+        raw = json.loads(text)
+        address = Address(str(raw["channel"]), str(raw["address"])) if "channel" in raw else None
+        return cls(
+            incident_id=str(raw["incident_id"]),
+            action=Action(raw["action"]),
+            target=str(raw["target"]),
+            level=int(raw["level"]),
+            decided_ms=int(raw.get("at_ms", 0)),
+            address=address,
+            attempt=int(raw.get("attempt", 0)),
+        )
