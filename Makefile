@@ -24,9 +24,11 @@ alertmanager:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
 
+# ruff, and import-linter: the import rule of the README's "Development" section (pyproject.toml)
 lint: install
 	$(BIN)/ruff check engine tests
 	$(BIN)/ruff format --check engine tests
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

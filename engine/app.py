@@ -19,7 +19,7 @@ from engine.api.middlewares import WEBHOOK_COUNTER, errors
 from engine.api.routes import setup_routes
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
-from engine.delivery import Delivery, DeliveryConfig
+from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
 from engine.metrics import Metrics
 from engine.notifiers import Notifier, build_notifiers, secret_problems

@@ -18,6 +18,10 @@ RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again th
 
 
 class Scheduler:
+    """Owns the escalation timers: sleeps until the earliest is due (or a local commit sets a
+    sooner one), fires due timers through the processor, and hands due delivery retries back to
+    the outbox. Any number of replicas may run one: the guarded commit fires each timer once."""
+
     def __init__(
         self,
         store: Store,

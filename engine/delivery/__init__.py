@@ -1,5 +1,2 @@
-"""Outbox -> channels: the loop (loop.py), what goes to whom (plan.py, pure) and retries (retry.py)."""
-
-from engine.delivery.loop import Delivery, DeliveryConfig
-
-__all__ = ["Delivery", "DeliveryConfig"]
+"""Outbox -> channels: loop.py (the consumer), plan.py (pure: what goes to whom, skip rules),
+retry.py (backoff and outcomes). Import from the modules: plan.py stays importable without I/O."""

@@ -9,7 +9,7 @@ import structlog
 
 from engine.clock import Clock
 from engine.delivery.plan import plan
-from engine.delivery.retry import ENTRY_KIND, Outcome, RetryPolicy, judge
+from engine.delivery.retry import Outcome, RetryPolicy, judge
 from engine.errors import DeliveryError, PermanentDeliveryError, StoreError
 from engine.incident import Incident
 from engine.messages import Message, build_message
@@ -172,7 +172,7 @@ class Delivery:
             attempt=msg.attempt,
             detail=result.text,
         )
-        await self._note(inc.id, ENTRY_KIND[result.outcome], address.channel, result.text)
+        await self._note(inc.id, result.outcome.timeline_kind, address.channel, result.text)
         return result.retry_in_s
 
     def _message(self, inc: Incident, msg: OutboxMessage, address: Address, policies: PolicySet) -> Message:

@@ -13,12 +13,14 @@ class Outcome(StrEnum):  # the `outcome` label of escalation_notifications_total
     RETRY = "retry"
     FAILED = "failed"
 
-
-ENTRY_KIND = {
-    Outcome.SUCCESS: EntryKind.DELIVERED,
-    Outcome.RETRY: EntryKind.DELIVERY_RETRY,
-    Outcome.FAILED: EntryKind.DELIVERY_FAILED,
-}
+    @property
+    def timeline_kind(self) -> EntryKind:
+        """How the timeline records an attempt that ended this way."""
+        return {
+            Outcome.SUCCESS: EntryKind.DELIVERED,
+            Outcome.RETRY: EntryKind.DELIVERY_RETRY,
+            Outcome.FAILED: EntryKind.DELIVERY_FAILED,
+        }[self]
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,15 +116,23 @@ class ChannelKind:
     notifier: str | None
     user_field: str | None = None  # the User field holding a person's address on this channel
     named_as: str = ""  # what a `KIND:NAME` target names, for "undefined ..." errors
+    # with named_as: the key in its raw `channels:` entry holding those names, since the
+    # cross-check runs before validation and cannot ask the settings' named_addresses()
+    names_key: str = ""
 
 
 CHANNEL_KINDS: tuple[ChannelKind, ...] = (
     ChannelKind("slack", SlackChannel, None, user_field="slack"),
     ChannelKind("email", EmailChannel, "email", user_field="email"),
     ChannelKind(
-        "pagerduty", PagerDutyChannel, "pagerduty", user_field="pagerduty", named_as="pagerduty service"
+        "pagerduty",
+        PagerDutyChannel,
+        "pagerduty",
+        user_field="pagerduty",
+        named_as="pagerduty service",
+        names_key="services",
     ),
-    ChannelKind("webhook", WebhookChannel, "webhook", named_as="webhook endpoint"),
+    ChannelKind("webhook", WebhookChannel, "webhook", named_as="webhook endpoint", names_key="endpoints"),
 )
 CHANNELS: dict[str, ChannelKind] = {kind.name: kind for kind in CHANNEL_KINDS}
 

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from engine.delivery import Delivery, DeliveryConfig
+from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.delivery.retry import backoff_s
 from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload

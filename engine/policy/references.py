@@ -1,0 +1,88 @@
+"""Cross-reference checks: every name a policy uses must refer to something defined."""
+
+from typing import Any
+
+from engine.policy.channels import CHANNEL_KINDS
+from engine.policy.problems import dotted
+from engine.policy.yamlpos import Loc, Pos, other
+
+
+def _get(data: object, *keys: str) -> dict[Any, Any]:
+    """A nested mapping from the raw merged data, or {} where it is absent or malformed."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _listed(data: object) -> list[tuple[int, Any]]:
+    return list(enumerate(data)) if isinstance(data, list) else []
+
+
+def _undefined(what: str, name: str, defined: dict[Any, Any]) -> str:
+    names = ", ".join(map(str, defined)) or "none"
+    return f"undefined {what} {name!r} (defined: {names})"
+
+
+def _check(root: Pos, loc: Loc, name: object, what: str, defined: dict[Any, Any]) -> list[str]:
+    """The problem when `name` at `loc` is text that `defined` lacks; other shapes are validation's."""
+    if isinstance(name, str) and name not in defined:
+        return [f"{root.find(loc).where}: {dotted(loc)}: {_undefined(what, name, defined)}"]
+    return []
+
+
+def cross_check(data: dict[str, Any], root: Pos) -> list[str]:
+    """Names that must refer to something defined. Runs on raw data, so it reports even when
+    validation failed elsewhere; shapes that are wrong are left to validation."""
+    return _routes(data, root) + _targets(data, root)
+
+
+def _routes(data: dict[str, Any], root: Pos) -> list[str]:
+    """Rules and the default route: their severity and policy, and unique rule names."""
+    problems: list[str] = []
+    severities, policies = _get(data, "severities"), _get(data, "escalation_policies")
+    first_rule: dict[str, Loc] = {}
+    routed: list[tuple[Loc, object]] = [(["default"], data.get("default"))]
+    routed += [(["rules", i], rule) for i, rule in _listed(data.get("rules"))]
+    for loc, rule in routed:
+        if not isinstance(rule, dict):
+            continue
+        problems += _check(root, [*loc, "severity"], rule.get("severity"), "severity", severities)
+        problems += _check(root, [*loc, "policy"], rule.get("policy"), "escalation policy", policies)
+        name = rule.get("name")
+        if not isinstance(name, str) or loc == ["default"]:
+            continue
+        where = root.find([*loc, "name"]).where
+        if name == "default":
+            problems.append(f"{where}: {dotted(loc)}.name: 'default' is reserved for the default route")
+        elif name in first_rule:
+            first = other(root.find([*first_rule[name], "name"]).where, where)
+            problems.append(f"{where}: {dotted(loc)}.name: rule {name!r} defined twice (also at {first})")
+        first_rule.setdefault(name, loc)
+    return problems
+
+
+def _targets(data: dict[str, Any], root: Pos) -> list[str]:
+    """`KIND:NAME` targets in escalation levels, and users' addresses on channels with named ones."""
+    problems: list[str] = []
+    users = _get(data, "users")
+    # What each target kind names, and the names defined for it.
+    references: dict[str, tuple[str, dict[Any, Any]]] = {"user": ("user", users)}
+    for channel in CHANNEL_KINDS:
+        if channel.named_as:
+            names = _get(data, "channels", channel.name, channel.names_key)
+            references[channel.name] = (channel.named_as, names)
+
+    for policy, body in _get(data, "escalation_policies").items():
+        for i, level in _listed(body.get("levels") if isinstance(body, dict) else None):
+            for j, target in _listed(level.get("notify") if isinstance(level, dict) else None):
+                kind, _, name = str(target).partition(":")
+                if kind in references and name and not any(ch.isspace() for ch in name):
+                    loc = ["escalation_policies", policy, "levels", i, "notify", j]
+                    problems += _check(root, loc, name, *references[kind])
+    for channel in CHANNEL_KINDS:
+        if channel.user_field and channel.named_as:
+            field = channel.user_field
+            for user in users:
+                loc = ["users", user, field]
+                problems += _check(root, loc, _get(users, user).get(field), *references[channel.name])
+    return problems

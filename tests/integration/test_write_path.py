@@ -1,0 +1,139 @@
+"""The write path against a real redis-server: repeats are a counter bump, one policy snapshot per
+webhook, and a timeline in time order when delivery outcomes race state changes."""
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engine.delivery.loop import Delivery, DeliveryConfig
+from engine.events import Resolve
+from engine.ingest.alertmanager import parse_payload
+from engine.messages import Message
+from engine.metrics import Metrics
+from engine.notifiers.base import Notifier
+from engine.policy.models import PolicySet
+from engine.processor import Processor
+from engine.store import keys
+from engine.store.connect import connect
+from engine.store.redis import RedisStore
+from engine.timeline import TimelineEntry
+from tests.clock import FakeClock
+from tests.integration.test_store import payload
+from tests.unit.escalation_helpers import POLICIES
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(await connect(redis_url))
+    yield s
+    await s.close()
+
+
+def conflicts(proc: Processor) -> float:
+    value = proc.metrics.registry.get_sample_value("escalation_commit_conflicts_total")
+    return value or 0.0
+
+
+async def test_repeats_bump_a_counter_without_rewriting_the_incident(store: RedisStore) -> None:
+    clock = FakeClock()
+    proc = Processor(store, lambda: POLICIES, clock, Metrics(CollectorRegistry()))
+    _, alerts = parse_payload(payload("02-firing-group.json"))
+    first = await proc.ingest(alerts)
+    [incident_id] = first.incidents
+    before = await store.load(incident_id)
+    assert before is not None and before.version == 1
+    raw_before = await store.client.hget(keys.incident(incident_id), "d")
+
+    # an Alertmanager HA pair and its retries: 40 copies of the group at once
+    results = await asyncio.gather(*(proc.ingest(alerts) for _ in range(40)))
+
+    assert sum(r.duplicates for r in results) == 40 * len(alerts)
+    after = await store.load(incident_id)
+    assert after is not None and after.version == 1  # never rewritten
+    assert await store.client.hget(keys.incident(incident_id), "d") == raw_before
+    assert after.duplicates == 40 * len(alerts)
+    assert conflicts(proc) == 0.0
+    # a real change still commits, and keeps the count
+    resolved = await proc.act(incident_id, Resolve("alice"))
+    assert resolved.version == 2 and resolved.duplicates == 40 * len(alerts)
+    listed = await store.list_incidents(10)
+    assert [i.duplicates for i in listed] == [40 * len(alerts)]
+
+
+async def test_repeats_of_a_resolved_incident_count_nothing_on_it(store: RedisStore) -> None:
+    proc = Processor(store, lambda: POLICIES, FakeClock(), Metrics(CollectorRegistry()))
+    _, alerts = parse_payload(payload("01-firing-single.json"))
+    [incident_id] = (await proc.ingest(alerts)).incidents
+    await proc.act(incident_id, Resolve("alice"))
+    again = await proc.ingest(alerts)
+    assert again.duplicates == 1 and again.opened == 0
+    inc = await store.load(incident_id)
+    assert inc is not None and inc.duplicates == 0 and inc.version == 2
+
+
+async def test_one_webhook_is_routed_and_decided_under_one_policy_snapshot(store: RedisStore) -> None:
+    reads = 0
+
+    def policies() -> PolicySet:
+        nonlocal reads
+        reads += 1
+        return POLICIES
+
+    proc = Processor(store, policies, FakeClock(), Metrics(CollectorRegistry()))
+    _, alerts = parse_payload(payload("02-firing-group.json"))
+    await proc.ingest(alerts)
+    assert reads == 1
+    await proc.ingest(alerts)  # all repeats
+    assert reads == 2
+
+
+class SlowSend:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    async def send(self, message: Message) -> None:
+        self.clock.advance(0.040)  # the send takes 40 ms; its outcome is stamped after it
+
+
+class RacingStore(RedisStore):
+    """Appends a delivery outcome only after a resolve (decided 3 ms later) has committed."""
+
+    race: Processor | None = None
+    clock: FakeClock | None = None
+
+    async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
+        if self.race is not None and self.clock is not None:
+            race, self.race = self.race, None
+            self.clock.advance(0.003)
+            await race.act(incident_id, Resolve("alice"))
+        await super().append_timeline(incident_id, entry)
+
+
+async def test_the_timeline_is_in_time_order_when_an_outcome_is_appended_after_a_later_commit(
+    redis_url: str,
+) -> None:
+    store = RacingStore(await connect(redis_url))
+    clock = FakeClock()
+    metrics = Metrics(CollectorRegistry())
+    proc = Processor(store, lambda: POLICIES, clock, metrics)
+    _, alerts = parse_payload(payload("01-firing-single.json"))
+    [incident_id] = (await proc.ingest(alerts)).incidents
+    notifiers: Mapping[str, Notifier] = {"email": SlowSend(clock)}
+    delivery = Delivery(store, notifiers, lambda: POLICIES, clock, metrics, DeliveryConfig("c1"))
+    await store.ensure_groups()
+    [entry] = [e for e in await store.read_outbox("c1", 10) if e.message.target == "user:a"]
+    store.race, store.clock = proc, clock
+    try:
+        await delivery.handle(entry)
+        timeline = await store.timeline(incident_id)
+        kinds = [e.kind.value for e in timeline]
+        assert kinds[-2:] == ["delivered", "resolved"]  # stored the other way round
+        assert [e.at_ms for e in timeline] == sorted(e.at_ms for e in timeline)
+        raw = await store.client.lrange(keys.timeline(incident_id), 0, -1)
+        assert [TimelineEntry.from_json(r).kind.value for r in raw][-2:] == ["resolved", "delivered"]
+    finally:
+        await store.close()
