@@ -257,3 +257,20 @@ async def test_hostile_inputs_get_json_4xx_not_500(engine: Engine) -> None:
     resp = await engine.client.post(url, json=["not", "an", "object"], headers=auth)
     assert resp.status == 400
     assert (await engine.client.get(f"/api/v1/incidents/{incident_id}")).status == 200
+
+
+async def test_the_app_takes_a_store_and_leaves_it_open(redis_url: str) -> None:
+    from engine.store.connect import connect
+    from engine.store.redis import RedisStore
+
+    store = RedisStore(await connect(redis_url))
+    try:
+        app = create_app(Settings(redis_url="redis://127.0.0.1:1"), POLICIES, store=store, notifiers={})
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.post("/api/v1/alertmanager", data=json.dumps(body("01-firing-single.json")))
+            assert resp.status == 200
+            [incident_id] = (await resp.json())["incidents"]
+        inc = await store.load(incident_id)  # the given store, still open after the app stopped
+        assert inc is not None and inc.status.value == "triggered"
+    finally:
+        await store.close()
