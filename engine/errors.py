@@ -22,6 +22,10 @@ class IngestError(EngineError):
         self.status = status
 
 
+class ClientGone(EngineError):
+    """The client went away before its request was read: nothing to answer, nothing to log loudly."""
+
+
 class IncidentNotFound(EngineError):
     """No incident with that id (HTTP 404)."""
 

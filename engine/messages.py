@@ -1,11 +1,13 @@
 """What a paged person reads: one Message per incident, action and address. Pure."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from engine.events import Action
 from engine.incident import Incident
 from engine.policy.models import PolicySet
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,9 @@ class Message:
 
 
 def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Exact to the millisecond (integer arithmetic: a float loses the last digit near year 9999)."""
+    stamp = _EPOCH + timedelta(milliseconds=ms)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def common_labels(inc: Incident) -> dict[str, str]:

@@ -9,6 +9,7 @@ from engine.policy.channels import CHANNEL_KINDS
 
 STATES = tuple(s.value for s in Status if s is not Status.RESOLVED)  # the gauge counts open incidents
 OUTCOMES = ("success", "retry", "failed")  # engine.delivery.retry.Outcome
+DEAD_LETTER_REASONS = ("unreadable", "crashed")  # engine.delivery.loop
 
 
 class Metrics:
@@ -60,6 +61,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "escalation_dead_letters_total",
+            "Outbox entries given up on for good and kept as dead letters, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
         self.commit_conflicts = Counter(
             "escalation_commit_conflicts_total",
             "Decisions re-read and re-decided after losing a race with another writer",

@@ -1,5 +1,6 @@
 """The outbox message: one decided notification, written in the step that decided it. Pure."""
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -24,9 +25,12 @@ class OutboxMessage:
     attempt: int = 0
 
     def retry(self, address: Address) -> "OutboxMessage":
-        return OutboxMessage(
-            self.incident_id, self.action, self.target, self.level, self.decided_ms, address, self.attempt + 1
-        )
+        """This message again, to the one address that failed, one attempt later."""
+        return dataclasses.replace(self, address=address, attempt=self.attempt + 1)
+
+    def again(self) -> "OutboxMessage":
+        """This message again, one attempt later (after a failure that names no address)."""
+        return dataclasses.replace(self, attempt=self.attempt + 1)
 
     def to_json(self) -> str:
         # the keys of the first release, so entries pending across an upgrade still parse
@@ -38,7 +42,9 @@ class OutboxMessage:
             "at_ms": self.decided_ms,
         }
         if self.address is not None:
-            raw |= {"channel": self.address.channel, "address": self.address.name, "attempt": self.attempt}
+            raw |= {"channel": self.address.channel, "address": self.address.name}
+        if self.address is not None or self.attempt:
+            raw["attempt"] = self.attempt
         return json.dumps(raw, sort_keys=True)
 
     @classmethod

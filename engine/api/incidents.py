@@ -15,10 +15,10 @@ MAX_SNOOZE_MS = 30 * 86_400_000
 
 async def list_incidents(request: web.Request) -> web.Response:
     q = request.query
-    try:
-        limit = min(int(q.get("limit", "100")), 1000)
-    except ValueError:
-        raise IngestError("limit: expected a whole number", status=400) from None
+    text = q.get("limit", "100")
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= 1000):
+        raise IngestError(f"limit: expected a whole number from 1 to 1000, got {text[:40]!r}", status=400)
+    limit = int(text)
     label_filters = []
     for text in q.getall("label", []):
         try:

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
-from engine.errors import EngineError, IncidentNotFound, IngestError, StoreError
+from engine.errors import ClientGone, EngineError, IncidentNotFound, IngestError, StoreError
 
 log = structlog.get_logger(__name__)
 WEBHOOK_PATH = "/api/v1/alertmanager"
@@ -37,6 +37,9 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except IngestError as exc:
         return error(exc.status, str(exc), exc.detail)
+    except ClientGone as exc:  # once, quietly: a disconnect mid-body is the client's business
+        log.debug("client_disconnected", path=request.path, error=str(exc))
+        return error(400, "client disconnected before the body was read")
     except IncidentNotFound as exc:
         return error(404, f"no incident {exc}")
     except StoreError as exc:
@@ -51,3 +54,6 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         if "WWW-Authenticate" in exc.headers:
             resp.headers["WWW-Authenticate"] = exc.headers["WWW-Authenticate"]
         return resp
+    except Exception:  # a bug: logged once with its traceback, answered in the API's error shape
+        log.exception("request_failed", path=request.path)
+        return error(500, "internal error; the engine's log has the details")

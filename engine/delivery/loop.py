@@ -9,7 +9,7 @@ import structlog
 
 from engine.clock import Clock
 from engine.delivery.plan import plan
-from engine.delivery.retry import Outcome, RetryPolicy, judge
+from engine.delivery.retry import Outcome, RetryPolicy, backoff_s, judge
 from engine.errors import DeliveryError, PermanentDeliveryError, StoreError
 from engine.incident import Incident
 from engine.messages import Message, build_message
@@ -18,7 +18,7 @@ from engine.notifiers.base import Notifier
 from engine.outbox import OutboxMessage
 from engine.policy.models import PolicySet
 from engine.policy.targets import Address
-from engine.store.base import OutboxEntry, Store
+from engine.store.base import OutboxEntry, Pending, Store, UnreadableEntry
 from engine.timeline import EntryKind, TimelineEntry
 
 log = structlog.get_logger(__name__)
@@ -103,24 +103,54 @@ class Delivery:
                 log.warning("delivery_store_unavailable", error=str(exc))
                 await asyncio.sleep(self.config.poll_s)
 
-    async def _handle_batch(self, entries: list[OutboxEntry]) -> None:
+    async def _handle_batch(self, entries: list[Pending]) -> None:
         """Incidents in parallel; one incident's entries in order, so an ack never overtakes its page."""
-        by_incident: dict[str, list[OutboxEntry]] = {}
+        by_incident: dict[str, list[Pending]] = {}
         for e in entries:
-            by_incident.setdefault(e.message.incident_id, []).append(e)
+            key = e.message.incident_id if isinstance(e, OutboxEntry) else e.entry_id
+            by_incident.setdefault(key, []).append(e)
 
-        async def in_order(group: list[OutboxEntry]) -> None:
+        async def in_order(group: list[Pending]) -> None:
             for e in group:
-                try:
-                    await self.handle(e)
-                except StoreError:
-                    raise
-                except Exception as exc:  # left pending: claimed again after claim_idle_s
-                    log.exception("delivery_crashed", entry=e.entry_id, error=repr(exc))
+                await self.handle(e)
 
         await asyncio.gather(*(in_order(g) for g in by_incident.values()))
 
-    async def handle(self, entry: OutboxEntry) -> None:
+    async def handle(self, entry: Pending) -> None:
+        """Deliver one entry; an error that is not a delivery outcome (a bug, bad data) is retried
+        with backoff like a failed send, then dead-lettered: never left to be reclaimed forever."""
+        if isinstance(entry, UnreadableEntry):
+            await self._dead_letter(entry, "unreadable", f"unreadable outbox entry: {entry.problem}")
+            return
+        try:
+            await self._deliver(entry)
+        except StoreError:
+            raise
+        except Exception as exc:
+            log.exception("delivery_crashed", entry=entry.entry_id, incident_id=entry.message.incident_id)
+            await self._crashed(entry, exc)
+
+    async def _crashed(self, entry: OutboxEntry, exc: Exception) -> None:
+        msg, retry = entry.message, self.config.retry
+        if msg.attempt + 1 >= retry.max_attempts:
+            why = f"{msg.action} to {msg.target} failed {msg.attempt + 1} times: {type(exc).__name__}: {exc}"
+            await self._dead_letter(entry, "crashed", why)
+            return
+        delay_s = backoff_s(msg.attempt, retry.backoff_s, retry.backoff_max_s)
+        await self.store.retry_later(entry, [(self.clock.now_ms() + int(delay_s * 1000), msg.again())])
+
+    async def _dead_letter(self, entry: Pending, reason: str, why: str) -> None:
+        await self.store.dead_letter(entry, why, self.clock.now_ms())
+        self.metrics.dead_letters.labels(reason).inc()
+        log.error("delivery_dead_lettered", entry=entry.entry_id, reason=reason, detail=why)
+        if isinstance(entry, OutboxEntry):
+            try:  # best effort: the incident itself may be what cannot be read
+                text = f"{why}; kept as a dead letter"
+                await self._note(entry.message.incident_id, EntryKind.DELIVERY_FAILED, "engine", text)
+            except Exception as exc:
+                log.warning("dead_letter_note_failed", entry=entry.entry_id, error=repr(exc))
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
         """Send one outbox entry to every address its target reaches now; ack or park retries."""
         msg = entry.message
         policies = self.policies()

@@ -1,6 +1,7 @@
 """Alertmanager webhook payload (version 4) -> Alerts. Unknown fields are ignored: Alertmanager adds some."""
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -8,15 +9,41 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.alerts import Alert, AlertStatus, fingerprint
 from engine.errors import IngestError
 
+# RFC 3339 as Go writes it (time.RFC3339Nano): nothing before or after, ASCII digits only
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant every reader can render
+MAX_COUNT = 1_000_000_000  # for counts such as truncatedAlerts: far above any real one
+
 
 def _rfc3339_ms(text: str) -> int | None:
-    """Epoch ms; Go's zero time (year 1) means "no end time"."""
+    """Epoch ms, clamped to 1970-01-01 .. 9999-12-31 UTC; Go's zero time (year 1) means "none".
+
+    Clamped rather than refused: Alertmanager does not retry a 4xx, so refusing a webhook for
+    one odd clock would drop every alert in it. What is stored can always be rendered.
+    """
+    found = _RFC3339.fullmatch(text)
+    if found is None:
+        raise ValueError("expected an RFC 3339 timestamp such as 2026-11-23T17:48:29.795Z")
     if text.startswith("0001-01-01"):
         return None
-    stamp = datetime.fromisoformat(text)
-    if stamp.tzinfo is None:
-        raise ValueError("timestamp needs a time zone (RFC 3339)")
-    return int(stamp.timestamp() * 1000)
+    year, month, day, hour, minute, second, frac, _zulu, sign, off_h, off_m = found.groups()
+    if int(off_h or 0) > 23 or int(off_m or 0) > 59:
+        raise ValueError("time zone offset out of range")
+    offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0)) * (-1 if sign == "-" else 1)
+    try:
+        stamp = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone(offset)
+        )
+    except ValueError as exc:
+        raise ValueError(f"not a valid date and time: {exc}") from None
+    ms = int((stamp - _EPOCH) // timedelta(milliseconds=1)) + int((frac or "0").ljust(3, "0")[:3])
+    return min(max(ms, 0), MAX_MS)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Model(BaseModel):
@@ -45,7 +72,7 @@ class AlertmanagerPayload(_Model):
     status: Literal["firing", "resolved"]
     receiver: str = ""
     alerts: list[AlertmanagerAlert]
-    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0, le=MAX_COUNT)
     external_url: str = Field(default="", alias="externalURL")
 
 

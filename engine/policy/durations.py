@@ -12,7 +12,8 @@ _UNIT_MS = {
     "y": 31_536_000_000,
 }
 _ORDER = ["y", "w", "d", "h", "m", "s", "ms"]
-_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_PART = re.compile(r"([0-9]{1,15})(ms|y|w|d|h|m|s)")  # ASCII digits only, as in Go
+MAX_MS = 100 * _UNIT_MS["y"]  # beyond any ladder or snooze, and within what timestamps can render
 
 
 def parse_duration_ms(text: str) -> int:
@@ -33,6 +34,8 @@ def parse_duration_ms(text: str) -> int:
         pos = m.end()
     if pos != len(text) or not text:
         raise ValueError(f"invalid duration {text!r}: use Go/Prometheus syntax such as 30s, 15m, 1h30m")
+    if total > MAX_MS:
+        raise ValueError(f"duration {text!r} is too long: at most 100y")
     return total
 
 

@@ -18,6 +18,30 @@ class OutboxEntry:
     message: OutboxMessage
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableEntry:
+    """A stream entry that is not an outbox message (corrupt, or written by something else)."""
+
+    shard: int
+    entry_id: str
+    raw: bytes
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A notification given up on for good, kept for people to see (and one day re-drive)."""
+
+    shard: int
+    entry_id: str
+    message: str  # the outbox message as it was stored (JSON), or the unreadable bytes
+    reason: str
+    at_ms: int
+
+
+Pending = OutboxEntry | UnreadableEntry
+
+
 class Store(Protocol):
     """Persists what decide() returned, one atomic step per decision (see RedisStore)."""
 
@@ -43,8 +67,10 @@ class Store(Protocol):
 
     # outbox
     async def ensure_groups(self) -> None: ...
-    async def read_outbox(self, consumer: str, count: int) -> list[OutboxEntry]: ...
-    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[OutboxEntry]: ...
+    async def read_outbox(self, consumer: str, count: int) -> list[Pending]: ...
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Pending]: ...
     async def ack(self, entry: OutboxEntry) -> None: ...
+    async def dead_letter(self, entry: Pending, reason: str, now_ms: int) -> None: ...
+    async def dead_letters(self, limit: int) -> list[DeadLetter]: ...
     async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None: ...
     async def pump_retries(self, now_ms: int, limit: int = 100) -> int: ...

@@ -64,6 +64,11 @@ def retries(shard: int) -> str:
     return f"{_tag(shard)}:retry"
 
 
+def dead_letters(shard: int) -> str:
+    """STREAM of notifications given up on for good: fields m (message), reason, at_ms."""
+    return f"{_tag(shard)}:dead"
+
+
 def index(shard: int) -> str:
     """ZSET: every incident id by creation time, for listing."""
     return f"{_tag(shard)}:index"

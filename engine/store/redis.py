@@ -14,7 +14,7 @@ from engine.events import Decision, Note
 from engine.incident import Incident
 from engine.outbox import OutboxMessage
 from engine.store import keys
-from engine.store.base import OutboxEntry
+from engine.store.base import DeadLetter, OutboxEntry, Pending, UnreadableEntry
 from engine.timeline import TimelineEntry, in_time_order
 
 AnyRedis = Redis | RedisCluster
@@ -40,6 +40,16 @@ def _incident(version: bytes | int, data: bytes, duplicates: bytes | int | None)
     return inc
 
 
+def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Pending:
+    """An outbox entry, or an unreadable one: never an exception that would stop the whole read."""
+    raw = fields.get(b"m", b"")
+    try:
+        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw))
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        return UnreadableEntry(shard, entry_id.decode(), raw, problem)
+
+
 def count_field(inc: Incident | None) -> str:
     return f"{inc.status}|{inc.severity}" if inc is not None and inc.is_open else ""
 
@@ -60,6 +70,7 @@ class RedisStore:
         self._repair = client.register_script(_script("repair.lua"))
         self._read = client.register_script(_script("read.lua"))
         self._count = client.register_script(_script("count.lua"))
+        self._dead = client.register_script(_script("dead.lua"))
 
     async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
         """Await fn(), turning Redis and socket failures into StoreError naming the step."""
@@ -259,14 +270,14 @@ class RedisStore:
             except (RedisError, OSError) as exc:
                 raise StoreError(f"create delivery group: {exc}") from exc
 
-    async def read_outbox(self, consumer: str, count: int) -> list[OutboxEntry]:
-        async def read() -> list[OutboxEntry]:
+    async def read_outbox(self, consumer: str, count: int) -> list[Pending]:
+        async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
                     pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {keys.outbox(shard): ">"}, count=count)
                 rows = await pipe.execute()
             return [
-                OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(fields[b"m"]))
+                _pending(shard, entry_id, fields)
                 for shard, row in enumerate(rows)
                 for _stream, entries in (row or [])
                 for entry_id, fields in entries
@@ -274,10 +285,10 @@ class RedisStore:
 
         return await self._run("read outbox", read)
 
-    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[OutboxEntry]:
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Pending]:
         """Take over deliveries a dead replica left pending."""
 
-        async def read() -> list[OutboxEntry]:
+        async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
                     pipe.xautoclaim(
@@ -285,7 +296,7 @@ class RedisStore:
                     )
                 rows = await pipe.execute()
             return [
-                OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(fields[b"m"]))
+                _pending(shard, entry_id, fields)
                 for shard, row in enumerate(rows)
                 for entry_id, fields in row[1]
                 if fields is not None
@@ -304,6 +315,36 @@ class RedisStore:
                 await pipe.execute()
 
         await self._run("ack delivery", write)
+
+    async def dead_letter(self, entry: Pending, reason: str, now_ms: int) -> None:
+        """Move an entry from the outbox to the dead letters, in one atomic step."""
+        raw = entry.raw if isinstance(entry, UnreadableEntry) else entry.message.to_json().encode()
+        ks = [keys.outbox(entry.shard), keys.dead_letters(entry.shard)]
+        args: list[str | int | bytes] = [keys.DELIVERY_GROUP, entry.entry_id, raw, reason, now_ms]
+        await self._call("dead-letter delivery", lambda: self._dead(keys=ks, args=args))
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest `limit` dead letters across all shards."""
+
+        async def read() -> list[DeadLetter]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(keys.SHARDS):
+                    pipe.xrevrange(keys.dead_letters(shard), count=limit)
+                rows = await pipe.execute()
+            found = [
+                DeadLetter(
+                    shard,
+                    entry_id.decode(),
+                    fields[b"m"].decode("utf-8", "replace"),
+                    fields[b"reason"].decode("utf-8", "replace"),
+                    int(fields[b"at_ms"]),
+                )
+                for shard, row in enumerate(rows)
+                for entry_id, fields in row
+            ]
+            return sorted(found, key=lambda d: d.at_ms, reverse=True)[:limit]
+
+        return await self._run("read dead letters", read)
 
     async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
         """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""

@@ -1,6 +1,7 @@
 """Delivery: outbox -> PagerDuty sink; retries, Retry-After, permanent failures, dead-replica claims."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,10 +13,12 @@ from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.delivery.retry import backoff_s
 from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
+from engine.messages import Message
 from engine.metrics import Metrics
 from engine.notifiers import PagerDutyNotifier
 from engine.policy.targets import expand_target
 from engine.processor import Processor
+from engine.store import keys
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
 from tests.clock import FakeClock
@@ -196,3 +199,56 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     for attempt in range(10):
         delay = backoff_s(attempt, 2.0, 60.0)
         assert 1.0 <= delay <= min(60.0, 2.0 * 2**attempt)
+
+
+class Crashing:
+    """A notifier with a bug: it raises something that is not a delivery outcome."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, message: Message) -> None:
+        self.calls += 1
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+
+def dead_letters(rig: Rig, reason: str) -> float:
+    return rig.metrics.registry.get_sample_value("escalation_dead_letters_total", {"reason": reason}) or 0.0
+
+
+async def test_an_entry_whose_delivery_crashes_is_retried_with_backoff_then_dead_lettered(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    await rig.store.ensure_groups()
+    crashing = Crashing()
+    config = DeliveryConfig(consumer="c1", backoff_s=1, backoff_max_s=4, max_attempts=3)
+    delivery = Delivery(rig.store, {"pagerduty": crashing}, lambda: POLICIES, rig.clock, rig.metrics, config)
+    assert await rig.drain(delivery) == 1  # crashes: parked for a retry, acked from the stream
+    assert await rig.drain(delivery) == 0  # not due yet: backoff, not a busy loop
+    for _ in range(2):
+        rig.clock.advance(10)
+        assert await rig.drain(delivery) == 1
+    rig.clock.advance(100)
+    assert await rig.drain(delivery) == 0  # given up: nothing pending, nothing to reclaim
+    assert crashing.calls == 3
+    assert await rig.store.claim_stale("c2", min_idle_ms=0, count=10) == []
+    [dead] = await rig.store.dead_letters(10)
+    assert json.loads(dead.message)["incident_id"] == incident_id
+    assert "failed 3 times: UnicodeEncodeError" in dead.reason
+    assert dead_letters(rig, "crashed") == 1.0
+    last = (await rig.store.timeline(incident_id))[-1]
+    assert last.kind == "delivery_failed" and last.text.endswith("kept as a dead letter")
+
+
+async def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivered(rig: Rig) -> None:
+    await rig.store.ensure_groups()
+    await rig.store.client.xadd(keys.outbox(3), {"m": b"\xff not json"})
+    await rig.store.client.xadd(keys.outbox(5), {"other": "field"})
+    await open_incident(rig)
+    delivery = rig.delivery()
+    await rig.drain(delivery)
+    assert [e["event_action"] for e in rig.pd.events] == ["trigger"]
+    dead = await rig.store.dead_letters(10)
+    assert len(dead) == 2 and all(d.reason.startswith("unreadable outbox entry") for d in dead)
+    assert dead_letters(rig, "unreadable") == 2.0
+    assert await rig.drain(delivery) == 0
+    assert await rig.store.claim_stale("c2", min_idle_ms=0, count=10) == []

@@ -19,6 +19,7 @@ from engine.metrics import Metrics
 from engine.processor import Processor
 from engine.scheduler import Scheduler
 from engine.store import keys
+from engine.store.base import OutboxEntry
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
 from tests.clock import FakeClock
@@ -149,7 +150,9 @@ async def test_the_same_store_code_runs_on_a_redis_cluster(redis_cluster_url: st
         await store.ensure_groups()
         entries = await store.read_outbox("c1", 10)
         assert len(entries) == 8  # 3 first pages, 3 level-2 pages, ack mirrored to user:a and user:b
-        await store.retry_later(entries[0], [(clock.now_ms(), entries[0].message)])
+        first = entries[0]
+        assert isinstance(first, OutboxEntry)
+        await store.retry_later(first, [(clock.now_ms(), first.message)])
         assert await store.pump_retries(clock.now_ms()) == 1
     finally:
         await store.close()

@@ -16,6 +16,7 @@ from engine.notifiers.base import Notifier
 from engine.policy.models import PolicySet
 from engine.processor import Processor
 from engine.store import keys
+from engine.store.base import OutboxEntry
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
 from engine.timeline import TimelineEntry
@@ -125,7 +126,8 @@ async def test_the_timeline_is_in_time_order_when_an_outcome_is_appended_after_a
     notifiers: Mapping[str, Notifier] = {"email": SlowSend(clock)}
     delivery = Delivery(store, notifiers, lambda: POLICIES, clock, metrics, DeliveryConfig("c1"))
     await store.ensure_groups()
-    [entry] = [e for e in await store.read_outbox("c1", 10) if e.message.target == "user:a"]
+    pending = await store.read_outbox("c1", 10)
+    [entry] = [e for e in pending if isinstance(e, OutboxEntry) and e.message.target == "user:a"]
     store.race, store.clock = proc, clock
     try:
         await delivery.handle(entry)

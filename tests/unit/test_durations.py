@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.policy.durations import format_duration_ms, parse_duration_ms
+from engine.policy.durations import MAX_MS, format_duration_ms, parse_duration_ms
 
 SYNTAX = "use Go/Prometheus syntax such as 30s, 15m, 1h30m"
 
@@ -72,12 +72,30 @@ def test_format_rejects_negative() -> None:
         format_duration_ms(-1)
 
 
-@given(st.integers(min_value=0, max_value=10**14))
+@given(st.integers(min_value=0, max_value=MAX_MS))
 def test_format_parses_back(ms: int) -> None:
     assert parse_duration_ms(format_duration_ms(ms)) == ms
 
 
-@given(st.lists(st.integers(min_value=0, max_value=999), min_size=7, max_size=7))
+@pytest.mark.parametrize("text", ["\u0661\u0662m", "\uff15m", "1\u0665s"])
+def test_only_ascii_digits_as_in_go(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration_ms(text)
+
+
+def test_durations_are_bounded() -> None:
+    assert parse_duration_ms("100y") == MAX_MS
+    with pytest.raises(ValueError, match="too long: at most 100y"):
+        parse_duration_ms("100y1ms")
+    with pytest.raises(ValueError, match="invalid duration"):  # not Python's int-digit limit
+        parse_duration_ms("9" * 5000 + "y")
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=999), min_size=6, max_size=6).map(
+        lambda rest: [rest[0] % 50, *rest]  # years: within the 100y bound whatever the rest says
+    )
+)
 def test_parse_then_format_is_canonical(counts: list[int]) -> None:
     """Any valid spelling formats to one canonical text, which parses to the same value."""
     text = "".join(f"{n}{unit}" for n, unit in zip(counts, ["y", "w", "d", "h", "m", "s", "ms"], strict=True))

@@ -169,7 +169,7 @@ def test_a_single_file_loads() -> None:
             [
                 f"policy.yaml:3: severities.P1.ack_within: invalid duration 'soon': {BAD_DURATION}",
                 "policy.yaml:6: rules[0].matchers[1]: bad matcher 'env=~\"(prod\"': "
-                "invalid regular expression '(prod': missing ), unterminated subpattern",
+                "invalid regular expression '(prod': missing )",
                 "policy.yaml:7: rules[0].severity: undefined severity 'P9' (defined: P1)",
                 "policy.yaml:9: rules[1].name: rule 'errors' defined twice (also at line 5)",
                 "policy.yaml:13: rules[1].group_by: "
