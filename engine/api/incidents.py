@@ -4,7 +4,8 @@ from aiohttp import web
 
 from engine.api import keys
 from engine.api.body import json_body
-from engine.api.views import incident_view, timeline_view
+from engine.api.requests import ActionBody, SnoozeBody, validate
+from engine.api.views import IncidentList, incident_detail, incident_view
 from engine.errors import IncidentNotFound, IngestError
 from engine.events import MANUAL_ACTIONS, Event, Snooze
 from engine.policy.durations import parse_duration_ms
@@ -37,7 +38,8 @@ async def list_incidents(request: web.Request) -> web.Response:
         if not all(m.matches(labels) for m in label_filters):
             continue
         out.append(incident_view(inc, _levels(request, inc.policy)))
-    return web.json_response({"incidents": out[:limit]})
+    reply: IncidentList = {"incidents": out[:limit]}
+    return web.json_response(reply)
 
 
 def _levels(request: web.Request, policy: str) -> int | None:
@@ -51,35 +53,31 @@ async def get_incident(request: web.Request) -> web.Response:
     inc = await store.load(incident_id)
     if inc is None:
         raise IncidentNotFound(incident_id)
-    view = incident_view(inc, _levels(request, inc.policy))
-    view["timeline"] = timeline_view(await store.timeline(incident_id))
-    return web.json_response(view)
+    detail = incident_detail(inc, _levels(request, inc.policy), await store.timeline(incident_id))
+    return web.json_response(detail)
 
 
 async def incident_action(request: web.Request) -> web.Response:
     app = request.app
     app[keys.auth].check(request)
     action = request.match_info["action"]
-    body = await json_body(request, required=False)
-    if not isinstance(body, dict):
-        raise IngestError("body: expected a JSON object", status=400)
-    by, note = body.get("by", "api"), body.get("note", "")
-    if not isinstance(by, str) or not by or not isinstance(note, str):
-        raise IngestError("by and note must be strings", status=422)
+    if action != "snooze" and action not in MANUAL_ACTIONS:
+        raise IngestError(
+            f"unknown action {action!r}: use ack, unack, resolve, snooze or escalate", status=404
+        )
+    raw = await json_body(request, required=False)
     event: Event
     if action == "snooze":
+        snooze = validate(SnoozeBody, raw)
         try:
-            duration_ms = parse_duration_ms(str(body.get("duration", "")))
+            duration_ms = parse_duration_ms(snooze.duration)
         except ValueError as exc:
             raise IngestError(f"duration: {exc}", status=422) from None
         if not 0 < duration_ms <= MAX_SNOOZE_MS:
             raise IngestError("duration: must be more than 0s and at most 30d", status=422)
-        event = Snooze(by, duration_ms, note)
-    elif action in MANUAL_ACTIONS:
-        event = MANUAL_ACTIONS[action](by, note)
+        event = Snooze(snooze.by, duration_ms, snooze.note)
     else:
-        raise IngestError(
-            f"unknown action {action!r}: use ack, unack, resolve, snooze or escalate", status=404
-        )
+        body = validate(ActionBody, raw)
+        event = MANUAL_ACTIONS[action](body.by, body.note)
     inc = await app[keys.processor].act(request.match_info["id"], event)
     return web.json_response(incident_view(inc, _levels(request, inc.policy)))

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from engine.api import health, incidents, webhook
+from engine.api import health, incidents, openapi, webhook
 from engine.api.middlewares import WEBHOOK_PATH
 
 
@@ -11,5 +11,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", incidents.list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", incidents.get_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incidents.incident_action)
+    app.router.add_get("/api/v1/openapi.json", openapi.openapi)
     app.router.add_get("/-/healthy", health.healthy)
     app.router.add_get("/-/ready", health.ready)

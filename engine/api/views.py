@@ -1,17 +1,85 @@
-"""JSON shapes of incidents as the API shows them."""
+"""JSON shapes the API answers with. Each is a TypedDict: the type checker holds the handlers to
+it, and the OpenAPI document is generated from the same types (api/openapi.py)."""
 
-from typing import Any
+from typing import Any, Literal
+
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12
 
 from engine.incident import Incident
 from engine.messages import rfc3339
 from engine.timeline import TimelineEntry
+
+Stamp = str | None  # RFC 3339 with milliseconds and Z, or null
+
+
+class AlertView(TypedDict):
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    severity: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: Stamp
+    ends_at: Stamp
+    generator_url: str
+
+
+class IncidentView(TypedDict):
+    id: str
+    title: str
+    status: Literal["triggered", "acknowledged", "snoozed", "resolved"]
+    severity: str
+    policy: str
+    rule: str
+    key: str
+    created_at: Stamp
+    level: int  # 1-based ladder level last paged; 0 before the first page
+    next_wakeup_at: Stamp
+    acknowledged_by: str | None
+    acknowledged_at: Stamp
+    snoozed_until: Stamp
+    resolved_by: str | None
+    resolved_at: Stamp
+    time_to_acknowledge_s: float | None
+    time_to_resolve_s: float | None
+    paged: list[str]
+    duplicates: int
+    alerts: list[AlertView]
+
+
+class TimelineItem(TypedDict):
+    at: str
+    kind: str
+    actor: str
+    text: str
+
+
+class IncidentDetail(IncidentView):
+    timeline: list[TimelineItem]
+
+
+class IncidentList(TypedDict):
+    incidents: list[IncidentView]
+
+
+class IngestReply(TypedDict):
+    status: Literal["ok"]
+    alerts: int
+    incidents: list[str]
+    opened: int
+    duplicates: int
+    truncated_alerts: int
+
+
+class ErrorReply(TypedDict):
+    error: str
+    detail: Any
 
 
 def _at(ms: int | None) -> str | None:
     return rfc3339(ms) if ms is not None else None
 
 
-def incident_view(inc: Incident, levels: int | None = None) -> dict[str, Any]:
+def incident_view(inc: Incident, levels: int | None = None) -> IncidentView:
     level = (inc.step - 1) % levels + 1 if levels and inc.step else 0
     return {
         "id": inc.id,
@@ -22,7 +90,7 @@ def incident_view(inc: Incident, levels: int | None = None) -> dict[str, Any]:
         "rule": inc.rule,
         "key": inc.key,
         "created_at": _at(inc.created_ms),
-        "level": level,  # 1-based ladder level last paged; 0 before the first page
+        "level": level,
         "next_wakeup_at": _at(inc.timer_ms),
         "acknowledged_by": inc.acked_by,
         "acknowledged_at": _at(inc.acked_ms),
@@ -49,5 +117,8 @@ def incident_view(inc: Incident, levels: int | None = None) -> dict[str, Any]:
     }
 
 
-def timeline_view(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
-    return [{"at": rfc3339(e.at_ms), "kind": e.kind.value, "actor": e.actor, "text": e.text} for e in entries]
+def incident_detail(inc: Incident, levels: int | None, timeline: list[TimelineEntry]) -> IncidentDetail:
+    items: list[TimelineItem] = [
+        {"at": rfc3339(e.at_ms), "kind": e.kind.value, "actor": e.actor, "text": e.text} for e in timeline
+    ]
+    return IncidentDetail(**incident_view(inc, levels), timeline=items)

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web  # imported here: `check` should not pay for the server's imports
 
+    from engine.api.body import SERVER_ARGS
     from engine.app import create_app
     from engine.config import Settings
     from engine.logs import configure_logging
@@ -42,7 +43,16 @@ def run(args: argparse.Namespace) -> int:
     app.on_startup.append(lambda _: _started(settings, host, port))
     loop = asyncio.new_event_loop()
     try:
-        web.run_app(app, host=host, port=port, loop=loop, print=None, handle_signals=True, access_log=None)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            loop=loop,
+            print=None,
+            handle_signals=True,
+            access_log=None,
+            **SERVER_ARGS,
+        )
     except EngineError as exc:
         print(f"escalation-engine: {exc}", file=sys.stderr)
         return 1

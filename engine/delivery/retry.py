@@ -37,10 +37,13 @@ class Attempt:
     retry_in_s: float | None = None
 
 
+_JITTER = random.Random()  # noqa: S311 - jitter, not security; its own, to leave the global state alone
+
+
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
     """Full jitter: uniform in [base/2, min(max, base * 2**attempt)]."""
     ceiling = min(max_s, base_s * 2**attempt)
-    return random.uniform(min(base_s / 2, ceiling), ceiling)  # noqa: S311 - jitter, not security
+    return _JITTER.uniform(min(base_s / 2, ceiling), ceiling)
 
 
 def judge(

@@ -54,8 +54,10 @@ class AlertmanagerAlert(_Model):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
-    starts_at: str = Field(alias="startsAt")
-    ends_at: str = Field(default="0001-01-01T00:00:00Z", alias="endsAt")
+    starts_at: str = Field(alias="startsAt", json_schema_extra={"format": "date-time"})
+    ends_at: str = Field(
+        default="0001-01-01T00:00:00Z", alias="endsAt", json_schema_extra={"format": "date-time"}
+    )
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
@@ -72,7 +74,7 @@ class AlertmanagerPayload(_Model):
     status: Literal["firing", "resolved"]
     receiver: str = ""
     alerts: list[AlertmanagerAlert]
-    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0, le=MAX_COUNT)
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0, le=MAX_COUNT, strict=True)
     external_url: str = Field(default="", alias="externalURL")
 
 
@@ -82,7 +84,7 @@ def parse_payload(raw: object) -> tuple[AlertmanagerPayload, list[Alert]]:
         payload = AlertmanagerPayload.model_validate(raw)
     except ValidationError as exc:
         problems = [
-            {"field": _loc(err["loc"]), "message": err["msg"]}
+            {"field": field_path(err["loc"]), "message": err["msg"]}
             for err in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
         first = problems[0]
@@ -105,7 +107,8 @@ def parse_payload(raw: object) -> tuple[AlertmanagerPayload, list[Alert]]:
     return payload, alerts
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the request spells it: `alerts[0].startsAt`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

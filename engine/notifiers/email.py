@@ -14,10 +14,11 @@ import contextlib
 import html
 import ipaddress
 import re
+import secrets
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, parseaddr
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -109,6 +110,13 @@ def html_body(message: Message) -> str:
     return "\n".join(parts) + "\n"
 
 
+def message_id(message: Message, hostname_for_ids: str) -> str:
+    """Unique per email. Not email.utils.make_msgid: it draws from the global `random` module,
+    which a library must leave alone (and `secrets` is the better source for a unique id)."""
+    local = f"{_NOT_ATEXT.sub('_', message.incident_id)}.{message.action}.{secrets.token_hex(8)}"
+    return f"<{local}@{hostname_for_ids}>"
+
+
 def build_email(message: Message, sender: str, *, hostname_for_ids: str) -> EmailMessage:
     """The email for `message` (to `message.address`), threaded under the incident's root id."""
     root = thread_root(message.incident_id, hostname_for_ids)
@@ -117,9 +125,7 @@ def build_email(message: Message, sender: str, *, hostname_for_ids: str) -> Emai
     email["From"] = sender
     email["To"] = message.address
     email["Date"] = formatdate(usegmt=True)
-    email["Message-ID"] = make_msgid(
-        idstring=f"{_NOT_ATEXT.sub('_', message.incident_id)}.{message.action}", domain=hostname_for_ids
-    )
+    email["Message-ID"] = message_id(message, hostname_for_ids)
     email["In-Reply-To"] = root
     email["References"] = root
     email["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not answer
@@ -131,6 +137,8 @@ def build_email(message: Message, sender: str, *, hostname_for_ids: str) -> Emai
     # Quoted-printable keeps the source readable (base64 would hide it); text first, HTML last.
     email.set_content(text_body(message), cte="quoted-printable")
     email.add_alternative(html_body(message), subtype="html", cte="quoted-printable")
+    # chosen here, not by the generator, which draws it from the global `random` module
+    email.set_boundary(f"=_{secrets.token_hex(16)}")
     return email
 
 

@@ -10,8 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from prometheus_client import CollectorRegistry
 
+from engine.api.body import SERVER_ARGS
 from engine.app import create_app
 from engine.config import Settings
 from engine.notifiers import PagerDutyNotifier
@@ -41,6 +43,13 @@ POLICIES = PolicySet.model_validate(
         "channels": {"pagerduty": {"services": {"platform": {"routing_key_env": "PD_KEY"}}}},
     }
 )
+
+
+class EngineTestServer(TestServer):
+    """TestServer with the server arguments `serve` uses (the engine decompresses bodies itself)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return await super()._make_runner(**SERVER_ARGS, **kwargs)
 
 
 def body(name: str) -> dict[str, Any]:
@@ -75,7 +84,7 @@ async def engine(redis_url: str) -> AsyncIterator[Engine]:
     async with PagerDutySink() as pd, aiohttp.ClientSession() as session:
         notifiers = {"pagerduty": PagerDutyNotifier(session, pd.url, {"platform": ROUTING_KEY})}
         app = create_app(settings, POLICIES, notifiers=notifiers, registry=registry)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(EngineTestServer(app)) as client:
             yield Engine(client, pd, registry)
 
 
@@ -140,7 +149,7 @@ async def test_auth_is_required_when_configured(engine: Engine) -> None:
 async def test_basic_auth_works_too(redis_url: str) -> None:
     settings = Settings(auth_basic_user="am", auth_basic_password="pw", redis_url=redis_url)
     app = create_app(settings, POLICIES, notifiers={})
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(EngineTestServer(app)) as client:
         good = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"am:nope").decode()}
         data = json.dumps(body("01-firing-single.json"))
@@ -227,7 +236,7 @@ async def test_redis_down_is_a_503_and_recovers(tmp_path: Path) -> None:
     # persistent, as the embedded server is: what was accepted must survive the restart
     with RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")) as server:
         app = create_app(Settings(redis_url=server.url), POLICIES, notifiers={})
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(EngineTestServer(app)) as client:
             data = json.dumps(body("01-firing-single.json"))
             assert (await client.post("/api/v1/alertmanager", data=data)).status == 200
             server.stop()
@@ -266,7 +275,7 @@ async def test_the_app_takes_a_store_and_leaves_it_open(redis_url: str) -> None:
     store = RedisStore(await connect(redis_url))
     try:
         app = create_app(Settings(redis_url="redis://127.0.0.1:1"), POLICIES, store=store, notifiers={})
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(EngineTestServer(app)) as client:
             resp = await client.post("/api/v1/alertmanager", data=json.dumps(body("01-firing-single.json")))
             assert resp.status == 200
             [incident_id] = (await resp.json())["incidents"]

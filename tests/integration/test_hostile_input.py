@@ -9,6 +9,7 @@ import gzip
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -143,6 +144,42 @@ async def test_a_body_really_compressed_is_accepted(engine: Engine, encoding: st
     assert resp.status == 200, await resp.text()
 
 
+@pytest.mark.parametrize(
+    ("encoding", "damage", "status", "says"),
+    [
+        ("deflate", lambda b: b[:40], 400, "cut short"),  # aiohttp's own decoder left this one hanging
+        ("deflate", lambda b: b + b"junk", 400, "after the stream's end"),
+        ("gzip", lambda b: b[:40], 400, "cut short"),
+        ("deflate", lambda b: b[2:-4], 200, ""),  # raw deflate, as some clients send it
+    ],
+)
+async def test_a_damaged_compressed_body_is_answered_at_once(
+    engine: Engine, encoding: str, damage: Callable[[bytes], bytes], status: int, says: str
+) -> None:
+    raw = json.dumps(body("01-firing-single.json")).encode()
+    packed = gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw)
+    headers = {"Content-Encoding": encoding, **AUTH}
+    async with asyncio.timeout(5):
+        resp = await engine.client.post("/api/v1/alertmanager", data=damage(packed), headers=headers)
+    assert resp.status == status, await resp.text()
+    assert says in (await resp.json()).get("error", "")
+
+
+async def test_a_compressed_body_that_inflates_past_the_limit_is_a_413(engine: Engine) -> None:
+    bomb = zlib.compress(b'{"version": "4", "pad": "' + b"x" * (1 << 20) + b'"}')  # ~1 KiB -> 1 MiB
+    headers = {"Content-Encoding": "deflate", **AUTH}
+    resp = await engine.client.post("/api/v1/alertmanager", data=bomb, headers=headers)
+    assert resp.status == 413
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+async def test_an_encoding_the_engine_does_not_speak_is_a_415(engine: Engine, encoding: str) -> None:
+    headers = {"Content-Encoding": encoding, **AUTH}
+    resp = await engine.client.post("/api/v1/alertmanager", data=b"{}", headers=headers)
+    assert resp.status == 415
+    assert "gzip, deflate or none" in (await resp.json())["error"]
+
+
 async def test_a_catastrophic_regex_in_a_list_query_cannot_stall_the_engine(engine: Engine) -> None:
     await engine.post(with_alert(labels={"job": "a" * 2000}))
     # exponential in the value's length under a backtracking engine; linear under RE2
@@ -167,7 +204,7 @@ async def test_a_snooze_duration_that_go_would_refuse_is_a_422(engine: Engine, d
     data = json.dumps({"by": "bob", "duration": duration})
     resp = await engine.client.post(f"/api/v1/incidents/{incident_id}/snooze", data=data, headers=AUTH)
     assert resp.status == 422
-    assert (await resp.json())["error"].startswith("duration:")
+    assert "duration" in (await resp.json())["error"]
 
 
 @pytest.mark.parametrize("limit", ["0", "-5", "\u0661\u0660", "1" * 5000, "1001"])

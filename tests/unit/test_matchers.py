@@ -130,3 +130,23 @@ def test_escaped_regex_matches_exactly_its_text(name: str, value: str) -> None:
     matcher = Matcher(name, "=~", re.escape(value))
     assert matcher.matches({name: value})
     assert not matcher.matches({name: value + "x"})
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "expected"),
+    [
+        ('n=~"\\\\d+"', {"n": "\u0661\u0662"}, False),  # RE2 and Go: \d is ASCII only
+        ('n=~".*"', {"n": "a\nb"}, False),  # `.` does not match a newline, as in Go
+        ('n=~"(?s).*"', {"n": "a\nb"}, True),
+        ('n=~"a|b"', {"n": "b\n"}, False),  # `$` is the end of the text, not before a final newline
+        ('n=~"(.|.|.|.|.|.|.|.)*z"', {"n": "a" * 5000}, False),  # linear time: answers at once
+    ],
+)
+def test_regexes_have_alertmanagers_re2_semantics(text: str, labels: dict[str, str], expected: bool) -> None:
+    assert parse_matcher(text).matches(labels) is expected
+
+
+@pytest.mark.parametrize("pattern", ["(a)\\\\1", "(?=a)", "(?<!a)b", "a{1001}"])
+def test_constructs_re2_refuses_are_errors(pattern: str) -> None:
+    with pytest.raises(ValueError, match=BAD_RE):
+        parse_matcher(f'n=~"{pattern}"')

@@ -1,0 +1,179 @@
+"""GET /api/v1/openapi.json: the OpenAPI 3.1 document of the HTTP API.
+
+Generated from the models that validate requests (AlertmanagerPayload, ActionBody, SnoozeBody)
+and the TypedDicts the handlers answer with (api/views.py): nothing is written twice.
+"""
+
+from functools import cache
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from engine import __version__
+from engine.api.requests import ActionBody, SnoozeBody
+from engine.api.views import ErrorReply, IncidentDetail, IncidentList, IncidentView, IngestReply
+from engine.events import MANUAL_ACTIONS
+from engine.ingest.alertmanager import AlertmanagerPayload
+
+REF = "#/components/schemas/{model}"
+_ERRORS = {
+    400: "Bad request: not JSON, not an object, a bad query parameter",
+    401: "Missing or bad credentials (when auth is configured)",
+    404: "No such incident",
+    413: "Body over the size limit",
+    422: "A field is invalid; `detail` lists each one",
+    503: "The store is unreachable: try again",
+}
+
+
+def _schemas() -> dict[str, Any]:
+    """Every named schema, with the ones they refer to, under components/schemas."""
+    out: dict[str, Any] = {}
+    named: list[tuple[str, Any, Literal["validation", "serialization"]]] = [
+        ("AlertmanagerPayload", AlertmanagerPayload, "validation"),
+        ("ActionBody", ActionBody, "validation"),
+        ("SnoozeBody", SnoozeBody, "validation"),
+        ("IngestReply", IngestReply, "serialization"),
+        ("IncidentView", IncidentView, "serialization"),
+        ("IncidentDetail", IncidentDetail, "serialization"),
+        ("IncidentList", IncidentList, "serialization"),
+        ("ErrorReply", ErrorReply, "serialization"),
+    ]
+    for name, kind, mode in named:
+        schema = TypeAdapter(kind).json_schema(by_alias=True, ref_template=REF, mode=mode)
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _answers(ok: str, description: str, *errors: int) -> dict[str, Any]:
+    out = {"200": _json(ok, description)}
+    out |= {str(code): _json("ErrorReply", _ERRORS[code]) for code in errors}
+    return out
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+INCIDENT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+WRITE: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
+
+
+def _links() -> dict[str, Any]:
+    """From a webhook's answer to the incident it opened: how a client (or a fuzzer) gets an id."""
+    first = {"id": "$response.body#/incidents/0"}
+    links = {"GetIncident": {"operationId": "get_incident", "parameters": first}}
+    for action in (*MANUAL_ACTIONS, "snooze"):
+        links[f"Incident_{action}"] = {"operationId": f"incident_{action}", "parameters": first}
+    return links
+
+
+def _actions() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for action in (*MANUAL_ACTIONS, "snooze"):
+        body = "SnoozeBody" if action == "snooze" else "ActionBody"
+        paths[f"/api/v1/incidents/{{id}}/{action}"] = {
+            "post": {
+                "operationId": f"incident_{action}",
+                "summary": f"{action} an incident",
+                "security": WRITE,
+                "parameters": [INCIDENT_ID],
+                "requestBody": {
+                    "required": action == "snooze",
+                    "content": {"application/json": {"schema": _ref(body)}},
+                },
+                "responses": _answers(
+                    "IncidentView", "The incident after the action", 400, 401, 404, 413, 422, 503
+                ),
+            }
+        }
+    return paths
+
+
+@cache
+def document() -> dict[str, Any]:
+    list_params = [
+        {
+            "name": "status",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "comma-separated states",
+        },
+        {"name": "severity", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
+        {
+            "name": "label",
+            "in": "query",
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "style": "form",
+            "explode": True,
+            "description": 'an Alertmanager matcher such as job=~"api.*" (RE2), or a label name',
+        },
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    ]
+    paths: dict[str, Any] = {
+        "/api/v1/alertmanager": {
+            "post": {
+                "operationId": "alertmanager_webhook",
+                "summary": "Alertmanager webhook (payload version 4); 200 once the alerts are stored",
+                "security": WRITE,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AlertmanagerPayload")}},
+                },
+                "responses": {
+                    **_answers("IngestReply", "Stored", 400, 401, 413, 422, 503),
+                    "200": {**_json("IngestReply", "Stored"), "links": _links()},
+                },
+            }
+        },
+        "/api/v1/incidents": {
+            "get": {
+                "operationId": "list_incidents",
+                "summary": "Incidents, newest first",
+                "parameters": list_params,
+                "responses": _answers("IncidentList", "Incidents", 400, 503),
+            }
+        },
+        "/api/v1/incidents/{id}": {
+            "get": {
+                "operationId": "get_incident",
+                "summary": "One incident with its alerts and timeline",
+                "parameters": [INCIDENT_ID],
+                "responses": _answers("IncidentDetail", "The incident", 404, 503),
+            }
+        },
+        **_actions(),
+        "/-/healthy": {"get": {"operationId": "healthy", "responses": {"200": _text("Alive")}}},
+        "/-/ready": {
+            "get": {
+                "operationId": "ready",
+                "responses": {"200": _text("Ready"), "503": _text("The store is unreachable")},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "escalation-engine", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
