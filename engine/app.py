@@ -23,6 +23,7 @@ from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
 from engine.metrics import Metrics
 from engine.notifiers import Notifier, build_notifiers, secret_problems
+from engine.policy.heartbeats import heartbeat_rules
 from engine.policy.models import PolicySet
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
@@ -76,6 +77,11 @@ def create_app(
     app[WEBHOOK_COUNTER] = metrics.webhooks
     app[keys.auth] = make_auth(settings)
     app[keys.policies] = ref
+    metrics.set_policies(
+        {name: sev.ack_within for name, sev in policies.severities.items()},
+        heartbeat_rules(policies),
+        clock.now_ms() / 1000,
+    )
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -83,7 +89,9 @@ def create_app(
             if store is not None:
                 opened = store  # the caller's: closed by the caller
             else:
-                opened = await stack.enter_async_context(open_store(settings.redis_url, settings))
+                opened = await stack.enter_async_context(
+                    open_store(settings.redis_url, settings, metrics.observe_store)
+                )
             app[keys.store] = opened
             app[keys.processor] = Processor(opened, ref, clock, metrics, wakeups.committed)
             yield
@@ -121,7 +129,7 @@ def create_app(
 
     async def gauges_ctx(app: web.Application) -> AsyncIterator[None]:
         stopping = asyncio.Event()
-        loop = _refresh_counts(app[keys.store], metrics, lambda: list(ref().severities), stopping)
+        loop = _refresh_gauges(app[keys.store], metrics, clock, lambda: list(ref().severities), stopping)
         async with _running(loop, stopping.set, 6, "gauges"):
             yield
 
@@ -163,15 +171,26 @@ def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
     )
 
 
-async def _refresh_counts(
-    store: Store, metrics: Metrics, severities: Callable[[], list[str]], stopping: asyncio.Event
+async def _refresh_gauges(
+    store: Store,
+    metrics: Metrics,
+    clock: Clock,
+    severities: Callable[[], list[str]],
+    stopping: asyncio.Event,
 ) -> None:
-    """The open-incident gauge comes from the store, so every replica reports the same truth."""
+    """Gauges read from the store (open incidents, outbox, heartbeats), so every replica
+    reports the same truth; every 5 s, off the scrape path (a scrape does no I/O)."""
     while not stopping.is_set():
         try:
             metrics.set_open_counts(await store.open_counts(), severities())
+            pending, retry, oldest_ms = await store.outbox_stats(clock.now_ms())
+            metrics.outbox_depth.labels("pending").set(pending)
+            metrics.outbox_depth.labels("retry").set(retry)
+            metrics.outbox_oldest_age.set(oldest_ms / 1000)
+            for rule, seen_ms in (await store.heartbeats()).items():
+                metrics.heartbeat_seen.labels(rule).set(seen_ms / 1000)
         except Exception as exc:  # a metrics refresh must never stop the engine
-            log.debug("counts_refresh_failed", error=str(exc))
+            log.debug("gauges_refresh_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await stopping.wait()

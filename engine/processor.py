@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from engine.alerts import Alert
+from engine.alerts import Alert, AlertStatus
 from engine.clock import Clock
 from engine.errors import ConflictError, IncidentNotFound, StoreError
 from engine.escalation import decide
 from engine.events import Action, AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired
-from engine.incident import Incident
-from engine.metrics import Metrics
+from engine.incident import Incident, Status
+from engine.metrics import Metrics, level_label
 from engine.outbox import OutboxMessage
+from engine.policy.heartbeats import silence_alert
 from engine.policy.models import PolicySet
 from engine.policy.routing import incident_key, route
 from engine.store import keys
@@ -56,12 +57,17 @@ class Processor:
         """Route each alert, group by incident key, and run one decision per key."""
         policies = self.policies()
         by_key: dict[str, list[RoutedAlert]] = defaultdict(list)
+        beats: dict[str, int] = {}
         for alert in alerts:
             for r in route(policies, alert.labels):
-                by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
+                if r.heartbeat_ms is None:
+                    by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
+                elif alert.status is AlertStatus.FIRING:  # a resolved Watchdog is no sign of life
+                    beats[r.rule] = r.heartbeat_ms
         # incident keys are independent: decide them side by side (each is its own atomic step)
-        decisions = await asyncio.gather(
-            *(self._ingest_key(key, routed, policies) for key, routed in by_key.items())
+        decisions, _ = await asyncio.gather(
+            asyncio.gather(*(self._ingest_key(key, routed, policies) for key, routed in by_key.items())),
+            asyncio.gather(*(self._beat(rule, interval_ms, policies) for rule, interval_ms in beats.items())),
         )
         result = IngestResult()
         for d in decisions:
@@ -79,6 +85,25 @@ class Processor:
             policies,
         )
 
+    async def _beat(self, rule: str, interval_ms: int, policies: PolicySet) -> None:
+        """A heartbeat: push the silence deadline out, and resolve a silence incident if one is open."""
+        now = self.clock.now_ms()
+        await self.store.beat(rule, now, now + interval_ms)
+        back = silence_alert(rule, policies, AlertStatus.RESOLVED, now, now)
+        if back is not None:
+            await self._ingest_key(keys.heartbeat_key(rule), [back], policies)
+
+    async def _silent(self, rule: str, due_ms: int) -> Decision:
+        """A heartbeat's deadline passed: open "alerting pipeline silent" (once, on any replica)."""
+        policies = self.policies()
+        lost = silence_alert(rule, policies, AlertStatus.FIRING, due_ms, self.clock.now_ms())
+        d = Decision(None)
+        if lost is not None:  # starts at the deadline: every replica raises the same occurrence
+            d = await self._ingest_key(keys.heartbeat_key(rule), [lost], policies)
+        # done with this deadline; a heartbeat that moved it meanwhile is left alone
+        await self.store.repair_timer(keys.heartbeat_timer(rule), due_ms, None)
+        return d
+
     async def act(self, incident_id: str, event: Event) -> Incident:
         async def load() -> Incident:
             inc = await self.store.load(incident_id)
@@ -91,6 +116,9 @@ class Processor:
         return d.incident
 
     async def fire(self, incident_id: str, due_ms: int) -> Decision:
+        """A due timer: an incident's next step, or a heartbeat's deadline."""
+        if (rule := keys.heartbeat_rule(incident_id)) is not None:
+            return await self._silent(rule, due_ms)
         d = await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms), self.policies())
         if not d.changed:
             # stale, or the incident is gone or closed: make the timers set agree with the incident
@@ -132,7 +160,17 @@ class Processor:
         assert inc is not None
         if d.opened:
             self.metrics.incidents_opened.labels(inc.severity).inc()
-        pages = sum(len(e.targets) for e in d.effects if isinstance(e, Notify) and e.action is Action.TRIGGER)
+        triggers = [e for e in d.effects if isinstance(e, Notify) and e.action is Action.TRIGGER]
+        for e in triggers:
+            self.metrics.escalations.labels(inc.severity, level_label(e.level)).inc()
+        was = previous if previous is not None and not d.opened else None
+        if inc.acked_ms is not None and (was is None or was.acked_ms is None):
+            self.metrics.time_to_ack.labels(inc.severity).observe((inc.acked_ms - inc.created_ms) / 1000)
+        if inc.status is Status.RESOLVED and inc.resolved_ms is not None:
+            self.metrics.time_to_resolve.labels(inc.severity).observe(
+                (inc.resolved_ms - inc.created_ms) / 1000
+            )
+        pages = sum(len(e.targets) for e in triggers)
         log.info(
             "incident_changed",
             incident_id=inc.id,

@@ -61,6 +61,9 @@ class Rule(Model):
     policy: str
     group_by: Literal["alertmanager", "alert"] | list[str] = "alertmanager"
     continue_: bool = Field(default=False, alias="continue")
+    # the alert this rule matches is the pipeline's heartbeat (Watchdog): it opens no incident;
+    # silent this long, an "alerting pipeline silent" incident opens under this rule
+    heartbeat: DurationMs | None = None
     parsed: tuple[Matcher, ...] = Field(default=(), exclude=True)
 
     @field_validator("group_by", mode="before")
@@ -77,6 +80,8 @@ class Rule(Model):
 
     @model_validator(mode="after")
     def _parse(self) -> "Rule":
+        if self.heartbeat is not None and (self.heartbeat <= 0 or self.continue_):
+            raise ValueError("a heartbeat rule needs a heartbeat interval above 0s and no `continue`")
         object.__setattr__(self, "parsed", tuple(parse_matcher(m) for m in self.matchers))
         return self
 

@@ -16,6 +16,7 @@ class Route:
     policy: str
     group_by: GroupBy
     lane: str  # "" for the terminal match; the rule name for a rule with continue: true
+    heartbeat_ms: int | None = None  # set: the alert is this rule's heartbeat, not an incident
 
 
 def route(policies: PolicySet, labels: dict[str, str]) -> list[Route]:
@@ -40,7 +41,7 @@ def route(policies: PolicySet, labels: dict[str, str]) -> list[Route]:
 
 def _route(rule: Rule, lane: str) -> Route:
     group_by = rule.group_by if isinstance(rule.group_by, str) else tuple(rule.group_by)
-    return Route(rule.name, rule.severity, rule.policy, group_by, lane)
+    return Route(rule.name, rule.severity, rule.policy, group_by, lane, rule.heartbeat)
 
 
 def incident_key(route: Route, alert: Alert) -> str:

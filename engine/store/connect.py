@@ -14,6 +14,7 @@ from engine.config import Settings
 from engine.errors import StoreError
 from engine.store.embedded import EmbeddedRedis
 from engine.store.redis import AnyRedis, RedisStore
+from engine.store.rediscore import Observer
 
 log = structlog.get_logger(__name__)
 MAX_CONNECTIONS = 64
@@ -49,7 +50,9 @@ async def connect(url: str) -> AnyRedis:
 
 
 @asynccontextmanager
-async def open_store(url: str | None, settings: Settings) -> AsyncIterator[RedisStore]:
+async def open_store(
+    url: str | None, settings: Settings, observe: Observer = lambda operation, seconds, ok: None
+) -> AsyncIterator[RedisStore]:
     async with AsyncExitStack() as stack:
         if url is None:
             embedded = await stack.enter_async_context(
@@ -58,7 +61,7 @@ async def open_store(url: str | None, settings: Settings) -> AsyncIterator[Redis
             url = embedded.url
             log.info("embedded_redis_started", data_dir=str(settings.data_dir), url=url)
         client = await connect(url)
-        store = RedisStore(client, retention_ms=int(settings.retention_days * 86_400_000))
+        store = RedisStore(client, retention_ms=int(settings.retention_days * 86_400_000), observe=observe)
         try:
             yield store
         finally:

@@ -69,6 +69,28 @@ def dead_letters(shard: int) -> str:
     return f"{_tag(shard)}:dead"
 
 
+def heartbeat_key(rule: str) -> str:
+    """The incident key of a heartbeat rule's silence incident."""
+    return f"heartbeat|{rule}"
+
+
+def heartbeat_timer(rule: str) -> str:
+    """The timers-set member that fires when `rule`'s heartbeat goes silent: `<shard>-hb:<rule>`,
+    so shard_of_id() finds its shard like an incident id's, and no incident id looks like it."""
+    return f"{shard_of_key(heartbeat_key(rule)):x}-hb:{rule}"
+
+
+def heartbeat_rule(member: str) -> str | None:
+    """The rule of a heartbeat timer member; None for an incident id."""
+    _, sep, rule = member.partition("-hb:")
+    return rule if sep else None
+
+
+def heartbeats(shard: int) -> str:
+    """HASH: heartbeat rule -> when its heartbeat alert was last seen, epoch ms."""
+    return f"{_tag(shard)}:heartbeats"
+
+
 def index(shard: int) -> str:
     """ZSET: every incident id by creation time, for listing."""
     return f"{_tag(shard)}:index"

@@ -1,35 +1,18 @@
-"""RedisStore: the Store protocol on Redis; persists what decide() returned, one atomic step each."""
+"""RedisStore: the Store protocol on Redis; persists what decide() returned, one atomic step each.
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from importlib import resources
-from typing import Any, TypeVar
+Incidents, timelines and timers here; the outbox in outbox.py; the client and scripts in rediscore.py.
+"""
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
-
-from engine.errors import ConflictError, StoreError
+from engine.errors import ConflictError
 from engine.events import Decision, Note
 from engine.incident import Incident
 from engine.outbox import OutboxMessage
 from engine.store import keys
-from engine.store.base import DeadLetter, OutboxEntry, Pending, UnreadableEntry
+from engine.store.outbox import RedisOutbox
+from engine.store.rediscore import AnyRedis, Observer, raise_if_cancelling
 from engine.timeline import TimelineEntry, in_time_order
 
-AnyRedis = Redis | RedisCluster
-T = TypeVar("T")
-
-
-def _script(name: str) -> str:
-    return resources.files("engine.store").joinpath("scripts", name).read_text()
-
-
-def raise_if_cancelling() -> None:
-    """redis-py can turn a cancelled read into a connection error; do not let a loop swallow the cancel."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+__all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 
 
 def _incident(version: bytes | int, data: bytes, duplicates: bytes | int | None) -> Incident:
@@ -40,54 +23,16 @@ def _incident(version: bytes | int, data: bytes, duplicates: bytes | int | None)
     return inc
 
 
-def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Pending:
-    """An outbox entry, or an unreadable one: never an exception that would stop the whole read."""
-    raw = fields.get(b"m", b"")
-    try:
-        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw))
-    except (ValueError, KeyError, TypeError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
-        return UnreadableEntry(shard, entry_id.decode(), raw, problem)
-
-
 def count_field(inc: Incident | None) -> str:
     return f"{inc.status}|{inc.severity}" if inc is not None and inc.is_open else ""
 
 
-class RedisStore:
+class RedisStore(RedisOutbox):
     """Incidents, timelines, timers and the outbox in Redis, sharded by hash tag (see keys.py).
 
     Every decision is one Lua step guarded by the incident's version; a duplicate-only webhook
     is one counter bump on the incident's hash, with no version change.
     """
-
-    def __init__(self, client: AnyRedis, *, retention_ms: int = 30 * 86_400_000) -> None:
-        self.client = client
-        self.retention_ms = retention_ms
-        self._commit = client.register_script(_script("commit.lua"))
-        self._pump = client.register_script(_script("pump.lua"))
-        self._retry = client.register_script(_script("retry.lua"))
-        self._repair = client.register_script(_script("repair.lua"))
-        self._read = client.register_script(_script("read.lua"))
-        self._count = client.register_script(_script("count.lua"))
-        self._dead = client.register_script(_script("dead.lua"))
-
-    async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
-        """Await fn(), turning Redis and socket failures into StoreError naming the step."""
-        return await self._run(step, fn)
-
-    async def _run(self, step: str, fn: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await fn()
-        except (RedisError, OSError) as exc:
-            raise_if_cancelling()  # redis-py can turn a cancelled read into a connection error
-            raise StoreError(f"{step}: {exc}") from exc
-
-    async def ping(self) -> bool:
-        return bool(await self._call("ping", self.client.ping))
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     # incidents -----------------------------------------------------------------------------
 
@@ -101,7 +46,7 @@ class RedisStore:
 
     async def load_by_key(self, incident_key: str) -> Incident | None:
         pointer = keys.pointer(incident_key)
-        row = await self._call("load incident by key", lambda: self._read(keys=[pointer]))
+        row = await self._call("load incident by key", lambda: self.scripts["read"](keys=[pointer]))
         if not row:
             return None
         incident_id, version, data, duplicates = bytes(row[0]).decode(), row[1], row[2], row[3]
@@ -111,7 +56,8 @@ class RedisStore:
         else:  # the incident is gone (evicted, deleted): forget the dangling pointer
             ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]
             await self._call(
-                "drop dangling pointer", lambda: self._repair(keys=ks, args=["", "", "", incident_id])
+                "drop dangling pointer",
+                lambda: self.scripts["repair"](keys=ks, args=["", "", "", incident_id]),
             )
         return inc
 
@@ -120,12 +66,12 @@ class RedisStore:
         timers = keys.timers(keys.shard_of_id(incident_id))
         args: list[str | int] = [incident_id, seen_due_ms, "" if due_ms is None else due_ms, ""]
         # the pointer slot is unused here; the timers key stands in so both keys share a hash slot
-        await self._call("repair timer", lambda: self._repair(keys=[timers, timers], args=args))
+        await self._call("repair timer", lambda: self.scripts["repair"](keys=[timers, timers], args=args))
 
     async def count_duplicates(self, incident_id: str, n: int) -> None:
         """Count repeats of alerts an incident already has: no rewrite, no version bump."""
         key = keys.incident(incident_id)
-        await self._call("count duplicates", lambda: self._count(keys=[key], args=[n]))
+        await self._call("count duplicates", lambda: self.scripts["count"](keys=[key], args=[n]))
 
     async def commit(
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
@@ -169,7 +115,7 @@ class RedisStore:
             keys.index(shard),
             keys.counts(shard),
         ]
-        result = await self._call("commit decision", lambda: self._commit(keys=ks, args=args))
+        result = await self._call("commit decision", lambda: self.scripts["commit"](keys=ks, args=args))
         if result != 1:
             inc.version = expected
             raise ConflictError("commit decision: incident changed concurrently")
@@ -258,109 +204,23 @@ class RedisStore:
 
     # outbox --------------------------------------------------------------------------------
 
-    async def ensure_groups(self) -> None:
-        for shard in range(keys.SHARDS):
-            try:
-                await self.client.xgroup_create(
-                    keys.outbox(shard), keys.DELIVERY_GROUP, id="0", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise StoreError(f"create delivery group: {exc}") from exc
-            except (RedisError, OSError) as exc:
-                raise StoreError(f"create delivery group: {exc}") from exc
+    # heartbeats -------------------------------------------------------------------------
 
-    async def read_outbox(self, consumer: str, count: int) -> list[Pending]:
-        async def read() -> list[Pending]:
+    async def beat(self, rule: str, now_ms: int, due_ms: int) -> None:
+        """The heartbeat of `rule` was seen now: record it and move its silence timer to due_ms."""
+        shard = keys.shard_of_key(keys.heartbeat_key(rule))
+        ks = [keys.heartbeats(shard), keys.timers(shard)]
+        args: list[str | int] = [rule, now_ms, due_ms, keys.heartbeat_timer(rule)]
+        await self._call("record heartbeat", lambda: self.scripts["beat"](keys=ks, args=args))
+
+    async def heartbeats(self) -> dict[str, int]:
+        """When each heartbeat rule's alert was last seen (epoch ms), across all shards."""
+
+        async def read() -> dict[str, int]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
-                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {keys.outbox(shard): ">"}, count=count)
+                    pipe.hgetall(keys.heartbeats(shard))
                 rows = await pipe.execute()
-            return [
-                _pending(shard, entry_id, fields)
-                for shard, row in enumerate(rows)
-                for _stream, entries in (row or [])
-                for entry_id, fields in entries
-            ]
+            return {rule.decode(): int(ms) for row in rows for rule, ms in row.items()}
 
-        return await self._run("read outbox", read)
-
-    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Pending]:
-        """Take over deliveries a dead replica left pending."""
-
-        async def read() -> list[Pending]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    pipe.xautoclaim(
-                        keys.outbox(shard), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
-                    )
-                rows = await pipe.execute()
-            return [
-                _pending(shard, entry_id, fields)
-                for shard, row in enumerate(rows)
-                for entry_id, fields in row[1]
-                if fields is not None
-            ]
-
-        return await self._run("claim stale deliveries", read)
-
-    async def ack(self, entry: OutboxEntry) -> None:
-        """Done with an entry: ack and delete it, so the stream holds only undelivered work."""
-        stream = keys.outbox(entry.shard)
-
-        async def write() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xack(stream, keys.DELIVERY_GROUP, entry.entry_id)
-                pipe.xdel(stream, entry.entry_id)
-                await pipe.execute()
-
-        await self._run("ack delivery", write)
-
-    async def dead_letter(self, entry: Pending, reason: str, now_ms: int) -> None:
-        """Move an entry from the outbox to the dead letters, in one atomic step."""
-        raw = entry.raw if isinstance(entry, UnreadableEntry) else entry.message.to_json().encode()
-        ks = [keys.outbox(entry.shard), keys.dead_letters(entry.shard)]
-        args: list[str | int | bytes] = [keys.DELIVERY_GROUP, entry.entry_id, raw, reason, now_ms]
-        await self._call("dead-letter delivery", lambda: self._dead(keys=ks, args=args))
-
-    async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        """The newest `limit` dead letters across all shards."""
-
-        async def read() -> list[DeadLetter]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    pipe.xrevrange(keys.dead_letters(shard), count=limit)
-                rows = await pipe.execute()
-            found = [
-                DeadLetter(
-                    shard,
-                    entry_id.decode(),
-                    fields[b"m"].decode("utf-8", "replace"),
-                    fields[b"reason"].decode("utf-8", "replace"),
-                    int(fields[b"at_ms"]),
-                )
-                for shard, row in enumerate(rows)
-                for entry_id, fields in row
-            ]
-            return sorted(found, key=lambda d: d.at_ms, reverse=True)[:limit]
-
-        return await self._run("read dead letters", read)
-
-    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
-        """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""
-        ks = [keys.outbox(entry.shard), keys.retries(entry.shard)]
-        args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
-        for due_ms, message in retries:
-            args += [due_ms, message.to_json()]
-        await self._call("schedule delivery retry", lambda: self._retry(keys=ks, args=args))
-
-    async def pump_retries(self, now_ms: int, limit: int = 100) -> int:
-        moved = 0
-        for shard in range(keys.SHARDS):
-            ks = [keys.retries(shard), keys.outbox(shard)]
-
-            def pump(ks: list[str] = ks) -> Any:
-                return self._pump(keys=ks, args=[now_ms, limit])
-
-            moved += int(await self._call("move due retries", pump))
-        return moved
+        return await self._run("read heartbeats", read)
