@@ -13,7 +13,7 @@ INVALID = ROOT / "tests" / "fixtures" / "policies" / "invalid"
 def test_check_passes_on_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(ROOT / "policies")]) == 0
     out = capsys.readouterr().out
-    assert "OK: 4 severities, 4 rules, 4 escalation policies, 4 users" in out
+    assert "OK: 4 severities, 5 rules, 4 escalation policies, 4 users" in out
 
 
 def test_check_reports_file_and_line_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
