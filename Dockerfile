@@ -10,7 +10,8 @@ RUN useradd --system --uid 10001 --home /app engine && mkdir -p /app/data && cho
 COPY --from=build /venv /venv
 COPY policies /app/policies
 WORKDIR /app
-USER engine
+# Numeric (the `engine` user above): Kubernetes' runAsNonRoot can only verify a numeric user (hadolint DL3066).
+USER 10001
 ENV PATH=/venv/bin:$PATH
 EXPOSE 9095
 VOLUME ["/app/data"]

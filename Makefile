@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test install install-test alertmanager lint typecheck unit clean
+.PHONY: serve test install install-test alertmanager prometheus deploy-check lint typecheck unit clean
 
 $(BIN)/escalation-engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,45 @@ alertmanager:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
 
+# Debian's Prometheus: `prometheus` for the integration tests (started on loopback by the tests
+# themselves), `promtool` for deploy-check. Where a policy-rc.d forbids it (containers) the
+# package does not start its service on install.
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
+# deploy/'s linters and validators from PyPI (deploy/requirements-check.txt), into the venv.
+$(VENV)/.deploy-check-tools: deploy/requirements-check.txt $(BIN)/escalation-engine
+	$(BIN)/pip install -q -r deploy/requirements-check.txt
+	touch $@
+
+K8S_VERSION ?= 1.35.0
+
+# Lint and validate everything in deploy/ (and the Dockerfile). No Docker or cluster needed.
+# The compose file is checked against the Compose Specification JSON schema that
+# check-jsonschema vendors (--builtin-schema vendor.compose-spec): a pinned PyPI package, no
+# network at check time, and the schema Docker Compose itself validates against (no Docker
+# engine here to run `docker compose config`).
+deploy-check: install prometheus alertmanager $(VENV)/.deploy-check-tools
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/escalation-engine.rules.yml
+	promtool test rules deploy/prometheus/rules/escalation-engine.tests.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
+	$(BIN)/hadolint --no-color Dockerfile
+	$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) \
+		deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml \
+		deploy/kubernetes/poddisruptionbudget.yaml deploy/kubernetes/redis.yaml
+	@for f in policies/*.yaml; do \
+		grep -qE "^ *- \.\./\.\./$$f *$$" deploy/kubernetes/kustomization.yaml || { \
+			echo "deploy/kubernetes/kustomization.yaml: configMapGenerator does not list $$f" >&2; exit 1; }; \
+	done
+	out=$$(mktemp) && trap 'rm -f "$$out"' EXIT && \
+		$(BIN)/kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kubernetes >"$$out" && \
+		$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) "$$out"
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yml
+	python3 deploy/check_dashboard.py
+
 # ruff, and import-linter: the import rule of the README's "Development" section (pyproject.toml)
 lint: install
 	$(BIN)/ruff check engine tests
@@ -33,8 +72,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Everything: lint, types, policy check, unit + real Redis/Cluster + real Alertmanager tests.
-test: install alertmanager lint typecheck
+# Everything: deploy/ checks, lint, types, policy check, unit + real Redis/Cluster + real Alertmanager tests.
+test: install alertmanager prometheus deploy-check lint typecheck
 	$(BIN)/escalation-engine check policies
 	$(BIN)/python -m pytest -q
 

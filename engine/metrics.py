@@ -212,6 +212,8 @@ class Metrics:
             self.dead_letters.labels(reason)
         for queue in ("pending", "retry"):
             self.outbox_depth.labels(queue)
+        for operation in {*STORE_OPERATIONS.values(), OTHER_STORE_OPERATION}:
+            self.store_errors.labels(operation)
 
     def set_policies(
         self, severities: dict[str, int | None], heartbeats: dict[str, int], now_s: float

@@ -44,6 +44,7 @@ def test_shipped_policies_load() -> None:
     assert list(policies.severities) == ["P0", "P1", "P2", "P3"]
     assert policies.severities["P0"].ack_within == 15 * 60_000
     assert [(r.name, r.severity, r.policy) for r in policies.rules] == [
+        ("watchdog", "P1", "standard"),
         ("security", "P0", "critical"),
         ("critical-prod", "P0", "critical"),
         ("errors", "P1", "standard"),
