@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
@@ -23,10 +24,10 @@ from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
 from engine.metrics import Metrics
 from engine.notifiers import Notifier, build_notifiers, secret_problems
-from engine.policy.heartbeats import heartbeat_rules
 from engine.policy.models import PolicySet
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
+from engine.reload import Reloader, record_policies
 from engine.scheduler import Scheduler
 from engine.store.base import Store
 from engine.store.connect import open_store
@@ -34,6 +35,7 @@ from engine.store.connect import open_store
 log = structlog.get_logger(__name__)
 http_session = web.AppKey("http_session", aiohttp.ClientSession)
 notifier_set: web.AppKey[dict[str, Notifier]] = web.AppKey("notifiers")
+delivery_key = web.AppKey("delivery", Delivery)
 Task = Callable[[], None]
 
 
@@ -66,79 +68,142 @@ def create_app(
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """With no `store`, one is opened from settings (the embedded redis-server unless redis_url);
-    with no `notifiers`, they are built from the policies' channels."""
+    with no `notifiers`, they are built from the policies' channels (and rebuilt on reload)."""
     app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
-    clock = clock or SystemClock()
-    metrics = Metrics(registry or CollectorRegistry())
-    ref = PolicyRef(policies)
-    wakeups = Wakeups()
-    app[keys.settings] = settings
-    app[keys.metrics] = metrics
-    app[WEBHOOK_COUNTER] = metrics.webhooks
-    app[keys.auth] = make_auth(settings)
-    app[keys.policies] = ref
-    metrics.set_policies(
-        {name: sev.ack_within for name, sev in policies.severities.items()},
-        heartbeat_rules(policies),
-        clock.now_ms() / 1000,
+    wiring = Wiring(
+        settings, policies, clock or SystemClock(), registry or CollectorRegistry(), store, notifiers
     )
+    app[keys.settings] = settings
+    app[keys.metrics] = wiring.metrics
+    app[WEBHOOK_COUNTER] = wiring.metrics.webhooks
+    app[keys.auth] = make_auth(settings)
+    app[keys.policies] = wiring.ref
+    # started in this order, stopped in the reverse: the loops stop before what they use closes
+    for ctx in wiring.contexts():
+        app.cleanup_ctx.append(ctx)
+    setup_routes(app)
+    app.router.add_get("/metrics", make_aiohttp_handler(wiring.metrics.registry))
+    return app
 
-    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+
+class Wiring:
+    """What create_app shares between its resources; one cleanup context per resource."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policies: PolicySet,
+        clock: Clock,
+        registry: CollectorRegistry,
+        store: Store | None,
+        notifiers: Mapping[str, Notifier] | None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics(registry)
+        self.ref = PolicyRef(policies)
+        self.wakeups = Wakeups()
+        self.given_store = store
+        self.given_notifiers = notifiers
+        record_policies(self.metrics, policies, clock.now_ms())
+
+    def contexts(self) -> list[Callable[[web.Application], AsyncIterator[None]]]:
+        return [
+            self.store,
+            self.http,
+            self.notifiers,
+            self.delivery,
+            self.reloader,
+            self.scheduler,
+            self.gauges,
+        ]
+
+    async def store(self, app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            opened: Store
-            if store is not None:
-                opened = store  # the caller's: closed by the caller
-            else:
-                opened = await stack.enter_async_context(
-                    open_store(settings.redis_url, settings, metrics.observe_store)
-                )
+            opened = self.given_store  # the caller's, closed by the caller
+            if opened is None:
+                url, observe = self.settings.redis_url, self.metrics.observe_store
+                opened = await stack.enter_async_context(open_store(url, self.settings, observe))
             app[keys.store] = opened
-            app[keys.processor] = Processor(opened, ref, clock, metrics, wakeups.committed)
+            app[keys.processor] = Processor(
+                opened, self.ref, self.clock, self.metrics, self.wakeups.committed
+            )
             yield
 
-    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def http(self, app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[http_session] = session
             yield
 
-    async def notifiers_ctx(app: web.Application) -> AsyncIterator[None]:
-        if notifiers is not None:
-            app[notifier_set] = dict(notifiers)
-        else:
-            for problem in secret_problems(ref().channels, os.environ):
-                log.warning("channel_secret_missing", problem=problem)
-            app[notifier_set] = build_notifiers(ref().channels, app[http_session], os.environ)
+    def built_notifiers(self, policies: PolicySet, app: web.Application) -> dict[str, Notifier]:
+        if self.given_notifiers is not None:
+            return dict(self.given_notifiers)
+        for problem in secret_problems(policies.channels, os.environ):
+            log.warning("channel_secret_missing", problem=problem)
+        return build_notifiers(policies.channels, app[http_session], os.environ)
+
+    async def notifiers(self, app: web.Application) -> AsyncIterator[None]:
+        app[notifier_set] = self.built_notifiers(self.ref(), app)
         yield
 
-    async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
-        consumer = f"{socket.gethostname()}-{os.getpid()}"
-        config = _delivery_config(settings, consumer)
+    async def delivery(self, app: web.Application) -> AsyncIterator[None]:
+        config = _delivery_config(self.settings, f"{socket.gethostname()}-{os.getpid()}")
         channels: dict[str, Notifier] = app[notifier_set]
-        delivery = Delivery(app[keys.store], channels, ref, clock, metrics, config)
-        wakeups.outbox_listeners.append(delivery.wake.set)
-        async with _running(delivery.run(), delivery.stop, settings.delivery_timeout_s + 1, "delivery"):
+        delivery = Delivery(app[keys.store], channels, self.ref, self.clock, self.metrics, config)
+        app[delivery_key] = delivery
+        self.wakeups.outbox_listeners.append(delivery.wake.set)
+        async with _running(delivery.run(), delivery.stop, self.settings.delivery_timeout_s + 1, "delivery"):
             yield
 
-    async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-        store = app[keys.store]
-        scheduler = Scheduler(store, app[keys.processor], clock, metrics, settings.scheduler_max_sleep_s)
-        scheduler.on_outbox = wakeups.outbox_written
-        wakeups.timer_listeners.append(scheduler.poke)
-        async with _running(scheduler.run(), scheduler.stop, settings.delivery_timeout_s + 1, "scheduler"):
+    async def reloader(self, app: web.Application) -> AsyncIterator[None]:
+        def swapped(old: PolicySet, new: PolicySet) -> None:
+            if self.given_notifiers is None and old.channels != new.channels:
+                app[delivery_key].notifiers = self.built_notifiers(new, app)
+
+        reloader = Reloader(self.settings.policies, self.ref, self.metrics, self.clock, swapped)
+        app[keys.reloader] = reloader
+        async with _on_sighup(lambda: reloader.reload("SIGHUP")):
             yield
 
-    async def gauges_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def scheduler(self, app: web.Application) -> AsyncIterator[None]:
+        sleep_s = self.settings.scheduler_max_sleep_s
+        scheduler = Scheduler(app[keys.store], app[keys.processor], self.clock, self.metrics, sleep_s)
+        scheduler.on_outbox = self.wakeups.outbox_written
+        self.wakeups.timer_listeners.append(scheduler.poke)
+        async with _running(
+            scheduler.run(), scheduler.stop, self.settings.delivery_timeout_s + 1, "scheduler"
+        ):
+            yield
+
+    async def gauges(self, app: web.Application) -> AsyncIterator[None]:
         stopping = asyncio.Event()
-        loop = _refresh_gauges(app[keys.store], metrics, clock, lambda: list(ref().severities), stopping)
+        severities = lambda: list(self.ref().severities)  # noqa: E731 - read at each refresh
+        loop = _refresh_gauges(app[keys.store], self.metrics, self.clock, severities, stopping)
         async with _running(loop, stopping.set, 6, "gauges"):
             yield
 
-    # started in this order, stopped in the reverse: the loops stop before what they use closes
-    for ctx in (store_ctx, http_ctx, notifiers_ctx, delivery_ctx, scheduler_ctx, gauges_ctx):
-        app.cleanup_ctx.append(ctx)
-    setup_routes(app)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
-    return app
+
+@contextlib.asynccontextmanager
+async def _on_sighup(handler: Callable[[], Coroutine[Any, Any, object]]) -> AsyncIterator[None]:
+    """Run `handler` on each SIGHUP, where signals can be handled (the main thread's loop)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[object]] = set()
+
+    def fire() -> None:
+        task = asyncio.create_task(handler())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, fire)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+        log.debug("sighup_not_available")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ from engine.config import Settings
 from engine.metrics import Metrics
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
+from engine.reload import Reloader
 from engine.store.base import Store
 
 settings = web.AppKey("settings", Settings)
@@ -15,3 +16,4 @@ processor = web.AppKey("processor", Processor)
 metrics = web.AppKey("metrics", Metrics)
 auth = web.AppKey("auth", Auth)
 policies = web.AppKey("policies", PolicyRef)
+reloader = web.AppKey("reloader", Reloader)

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from engine import __version__
 from engine.api.requests import ActionBody, SnoozeBody
-from engine.api.views import ErrorReply, IncidentDetail, IncidentList, IncidentView, IngestReply
+from engine.api.views import ErrorReply, IncidentDetail, IncidentList, IncidentView, IngestReply, ReloadReply
 from engine.events import MANUAL_ACTIONS
 from engine.ingest.alertmanager import AlertmanagerPayload
 
@@ -22,7 +22,7 @@ _ERRORS = {
     401: "Missing or bad credentials (when auth is configured)",
     404: "No such incident",
     413: "Body over the size limit",
-    422: "A field is invalid; `detail` lists each one",
+    422: "Invalid: `detail` lists each problem (a field, or a policy file:line)",
     503: "The store is unreachable: try again",
 }
 
@@ -38,6 +38,7 @@ def _schemas() -> dict[str, Any]:
         ("IncidentView", IncidentView, "serialization"),
         ("IncidentDetail", IncidentDetail, "serialization"),
         ("IncidentList", IncidentList, "serialization"),
+        ("ReloadReply", ReloadReply, "serialization"),
         ("ErrorReply", ErrorReply, "serialization"),
     ]
     for name, kind, mode in named:
@@ -153,6 +154,14 @@ def document() -> dict[str, Any]:
             }
         },
         **_actions(),
+        "/-/reload": {
+            "post": {
+                "operationId": "reload",
+                "summary": "Reload the policy directory; a broken set is refused and the running one kept",
+                "security": WRITE,
+                "responses": _answers("ReloadReply", "The new set is in force", 401, 422),
+            }
+        },
         "/-/healthy": {"get": {"operationId": "healthy", "responses": {"200": _text("Alive")}}},
         "/-/ready": {
             "get": {

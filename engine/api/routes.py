@@ -14,3 +14,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/openapi.json", openapi.openapi)
     app.router.add_get("/-/healthy", health.healthy)
     app.router.add_get("/-/ready", health.ready)
+    app.router.add_post("/-/reload", health.reload)

@@ -70,6 +70,11 @@ class IngestReply(TypedDict):
     truncated_alerts: int
 
 
+class ReloadReply(TypedDict):
+    status: Literal["reloaded"]
+    policies: str  # what is in force now, e.g. "4 severities, 5 rules, ..."
+
+
 class ErrorReply(TypedDict):
     error: str
     detail: Any

@@ -3,7 +3,7 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from engine.policy.base import Model
 from engine.policy.channels import CHANNEL_KINDS, Channels
@@ -21,7 +21,12 @@ def _duration(value: object) -> int:
     return parse_duration_ms(value)
 
 
-DurationMs = Annotated[int, BeforeValidator(_duration)]
+DURATION_SCHEMA = {
+    "type": ["string", "integer"],
+    "pattern": "^([0-9]+(ms|y|w|d|h|m|s))+$|^0$",
+    "description": "a Go/Prometheus duration such as 30s, 15m, 1h30m, 1d (0 alone may be a number)",
+}
+DurationMs = Annotated[int, BeforeValidator(_duration), WithJsonSchema(DURATION_SCHEMA)]
 
 PEOPLE_KINDS = ("user", "schedule", "team")  # targets that name people; the rest name a channel
 TARGET_KINDS = (*PEOPLE_KINDS, *(kind.name for kind in CHANNEL_KINDS))

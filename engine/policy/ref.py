@@ -7,6 +7,8 @@ from engine.policy.models import PolicySet
 
 @dataclass(slots=True)
 class PolicyRef:
+    """Callers take one snapshot per unit of work: `policies = ref()`; the reloader swaps `current`."""
+
     current: PolicySet
 
     def __call__(self) -> PolicySet:

@@ -67,3 +67,20 @@ def test_a_level_with_during_is_refused_until_calendars_exist(
     (tmp_path / "p.yaml").write_text(text)
     assert main(["check", str(tmp_path)]) == 1
     assert "calendars are not supported by this release yet" in capsys.readouterr().err
+
+
+def test_schema_is_a_json_schema_the_shipped_policies_satisfy(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    merged: dict[str, object] = {}
+    for path in sorted((ROOT / "policies").glob("*.yaml")):
+        merged.update(yaml.safe_load(path.read_text()))  # the shipped files define disjoint sections
+    jsonschema.validate(merged, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**merged, "rule": []}, schema)  # a typo of `rules`: unknown keys fail
