@@ -1,0 +1,336 @@
+"""Communication templates (the runbooks' initial notification, update, escalation, resolution). Pure.
+
+Templates are Jinja2, rendered in an immutable sandbox with StrictUndefined, compiled once when the
+policy loads and rendered there against a sample incident: a typo or an unknown field is a `check`
+error, not a blank page at 3 a.m. The context is plain data (dicts, lists, str, int), never engine
+objects, and alert data is only ever a value: a label "{{ 7*7 }}" is printed, not evaluated.
+"""
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Annotated, Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape
+from pydantic import AfterValidator
+
+from engine.alerts import AlertStatus
+from engine.incident import AlertState, Incident, Status
+from engine.policy.base import Model
+
+KINDS = ("trigger", "escalation", "update", "acknowledge", "resolve")
+_MAX_SEQUENCE = 100_000  # `'x' * n` and `[..] * n` longer than this are refused
+_MAX_EXPONENT = 1_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus a bound on the two operators that can allocate without limit."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            seq, n = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > _MAX_SEQUENCE:
+                raise SecurityError(f"repeating a sequence to more than {_MAX_SEQUENCE} items")
+        return super().call_binop(context, operator, left, right)
+
+
+_OPTIONS: dict[str, Any] = {"undefined": StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+_TEXT = _Sandbox(autoescape=False, **_OPTIONS)
+_HTML = _Sandbox(autoescape=True, **_OPTIONS)  # for channels that render the body as HTML
+
+
+class TemplateSource(str):
+    """A template's source text carrying its compiled forms (plain text and HTML-escaping)."""
+
+    text: Template
+    html: Template
+
+
+def _compile(source: str) -> TemplateSource:
+    out = TemplateSource(source)
+    out.text, out.html = _TEXT.from_string(source), _HTML.from_string(source)
+    return out
+
+
+def _template_line(tb: TracebackType | None) -> str:
+    line = ""
+    while tb is not None:  # jinja rewrites template frames to the template's own line numbers
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = f" (line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return line
+
+
+def _check(source: str) -> TemplateSource:
+    """Compile and render the sample incident; every failure becomes a validation error."""
+    try:
+        compiled = _compile(source)
+    except TemplateSyntaxError as e:
+        raise ValueError(f"template syntax error at line {e.lineno}: {e.message}") from None
+    try:
+        compiled.text.render(sample_context())
+    except SecurityError as e:
+        raise ValueError(f"template not allowed{_template_line(e.__traceback__)}: {e}") from None
+    except TemplateError as e:  # UndefinedError names the missing field or attribute
+        raise ValueError(
+            f"template refers to an unknown name{_template_line(e.__traceback__)}: {e}; known names are"
+            f" {', '.join(sorted(sample_context()))} (labels and annotations vary per alert:"
+            " write `labels.team | default('')`)"
+        ) from None
+    except Exception as e:  # a template that cannot render the sample fails to load
+        raise ValueError(
+            f"template fails on a sample incident{_template_line(e.__traceback__)}: {type(e).__name__}: {e}"
+        ) from None
+    return compiled
+
+
+TemplateText = Annotated[str, AfterValidator(_check)]
+
+
+class KindTemplates(Model):
+    subject: TemplateText | None = None  # one line: newlines in the output become spaces
+    body: TemplateText | None = None
+
+
+class TemplateSet(Model):
+    """Per notification kind, templates that replace the built-in defaults (each part on its own)."""
+
+    trigger: KindTemplates | None = None  # the initial notification (ladder level 1)
+    escalation: KindTemplates | None = None  # a page to a later level
+    update: KindTemplates | None = None  # a status update posted on the incident
+    acknowledge: KindTemplates | None = None
+    resolve: KindTemplates | None = None
+
+
+# Context --------------------------------------------------------------------------------------
+
+
+def human_duration(ms: int) -> str:
+    """`1h 5m`, `2d 3h`, `45s`: seconds only under a minute, zero parts left out."""
+    s = max(ms, 0) // 1000
+    if s < 60:
+        return f"{s}s"
+    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m")]
+    return " ".join(f"{n}{unit}" for n, unit in parts if n)
+
+
+def _alert(a: AlertState, rfc3339: Callable[[int], str]) -> dict[str, Any]:
+    return {
+        "fingerprint": a.fingerprint,
+        "name": a.labels.get("alertname", a.fingerprint),
+        "status": a.status.value,
+        "summary": a.annotations.get("summary") or a.annotations.get("description") or "",
+        "runbook_url": a.annotations.get("runbook_url", ""),
+        "labels": dict(a.labels),
+        "annotations": dict(a.annotations),
+        "starts_at": rfc3339(a.starts_at_ms),
+        "ends_at": rfc3339(a.ends_at_ms) if a.ends_at_ms is not None else "",
+        "generator_url": a.generator_url,
+    }
+
+
+def _update(raw: dict[Any, Any], rfc3339: Callable[[int], str]) -> dict[str, str]:
+    at = raw.get("at_ms")
+    return {
+        "at": rfc3339(at) if isinstance(at, int) else str(raw.get("at", "")),
+        "actor": str(raw.get("actor", raw.get("by", ""))),
+        "text": str(raw.get("text", "")),
+    }
+
+
+def _service(inc: Incident, common: dict[str, str]) -> str:
+    if name := common.get("service") or common.get("job"):
+        return name
+    named = {a.labels.get("service") or a.labels.get("job") for a in inc.alerts.values()} - {None, ""}
+    return "multiple services" if named else "unknown service"
+
+
+def context(
+    inc: Incident,
+    *,
+    kind: str,
+    level: int,
+    now_ms: int,
+    severity_description: str = "",
+    external_url: str = "",
+    paged: list[str] | None = None,
+    updates: list[dict[Any, Any]] | None = None,
+) -> dict[str, Any]:
+    """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
+    # engine.messages imports engine.policy.models, which may import this module: import it late
+    from engine.messages import common_labels, rfc3339
+
+    alerts = list(inc.alerts.values())
+    common = common_labels(inc)
+    firing = [a for a in alerts if a.status is AlertStatus.FIRING]
+    lead = next(iter(firing or alerts), None)
+    notes = lead.annotations if lead is not None else {}
+    end_ms = inc.resolved_ms if inc.status is Status.RESOLVED and inc.resolved_ms is not None else now_ms
+    waiting = inc.timer_ms is not None and inc.timer_ms > now_ms and inc.is_open
+    return {
+        "kind": kind,
+        "now": rfc3339(now_ms),
+        "severity": inc.severity,
+        "service": _service(inc, common),
+        "brief": notes.get("summary") or notes.get("description") or inc.title,
+        "impact": notes.get("impact") or severity_description or "unknown",
+        "incident": {
+            "id": inc.id,
+            "title": inc.title,
+            "severity": inc.severity,
+            "severity_description": severity_description,
+            "status": inc.status.value,
+            "started": rfc3339(inc.created_ms),
+            "duration": human_duration(end_ms - inc.created_ms),
+            "level": level + 1,
+            "paged": list(inc.paged if paged is None else paged),
+            "acknowledged_by": inc.acked_by or "",
+            "resolved_by": inc.resolved_by or "",
+            "status_updates": [_update(u, rfc3339) for u in updates or []],
+            "next_update": human_duration(inc.timer_ms - now_ms) if waiting and inc.timer_ms else "",
+            "firing": len(firing),
+            "alert_count": len(alerts),
+        },
+        "alerts": [_alert(a, rfc3339) for a in alerts],
+        "labels": common,
+        "external_url": external_url,
+    }
+
+
+def sample_context(kind: str = "trigger") -> dict[str, Any]:
+    """The incident every template renders at load: every field set, two alerts, one resolved."""
+    labels = {"alertname": "HighErrorRate", "service": "checkout", "job": "checkout", "severity": "page"}
+    notes = {"summary": "5xx ratio above 5%", "runbook_url": "https://runbooks.example/5xx"}
+    alerts = {
+        fp: AlertState(fp, status, 1_700_000_000_000, {**labels, "instance": f"{fp}:9090"}, dict(notes))
+        for fp, status in (("a1", AlertStatus.FIRING), ("a2", AlertStatus.RESOLVED))
+    }
+    inc = Incident(
+        id="inc-sample", key="sample", title="HighErrorRate checkout", severity="P1", policy="default",
+        rule="sample", status=Status.ACKNOWLEDGED, created_ms=1_700_000_000_000,
+        anchor_ms=1_700_000_000_000, timer_ms=1_700_004_800_000, acked_by="alice", resolved_by="bob",
+        alerts=alerts, paged=["user:alice", "user:bob"],
+    )  # fmt: skip
+    updates = [{"at_ms": 1_700_003_000_000, "actor": "alice", "text": "Rolled back the release."}]
+    return context(
+        inc, kind=kind, level=1, now_ms=1_700_003_900_000, severity_description="Major degradation",
+        external_url="https://oncall.example/incidents/inc-sample", updates=updates,
+    )  # fmt: skip
+
+
+# Built-in defaults, shaped like runbook 000's initial notification, update and resolution ---------
+
+_HEAD = """\
+Status: {{ incident.status | capitalize }}
+{% if incident.acknowledged_by %}
+Acknowledged by: {{ incident.acknowledged_by }}
+{% endif %}
+Impact: {{ impact }}
+"""
+_TIMES = "Start Time: {{ incident.started }}\nDuration: {{ incident.duration }}\n"
+_DETAILS = """
+Incident {{ incident.id }}: {{ incident.title }}
+Severity: {{ severity }}
+{%- if incident.severity_description %} ({{ incident.severity_description }}){% endif +%}
+Alerts: {{ incident.firing }} firing, {{ incident.alert_count - incident.firing }} resolved
+{% for a in alerts[:20] %}
+  [{{ a.status }}] {{ a.name }}{% if a.summary %}: {{ a.summary }}{% endif +%}
+{% if a.runbook_url %}
+    runbook: {{ a.runbook_url }}
+{% endif %}
+{% endfor %}
+{% if external_url %}
+Details: {{ external_url }}
+{% endif %}
+"""
+_NEXT = "\nNext update in: {{ incident.next_update or 'when the status changes' }}\n"
+_LATEST = """\
+{% for u in incident.status_updates[-1:] %}
+{{ u.text }} ({{ u.actor }}, {{ u.at }})
+{% else %}
+No new information.
+{% endfor %}
+"""
+_ESCALATED = """
+Not acknowledged after {{ incident.duration }}: escalating to level {{ incident.level }}.
+{% if incident.paged %}
+Already paged: {{ incident.paged | join(', ') }}
+{% endif %}
+"""
+_RESOLVED = """\
+Status: Resolved
+Duration: {{ incident.duration }}
+Impact: {{ impact }}
+{% if incident.resolved_by %}
+Resolved by: {{ incident.resolved_by }}
+{% endif %}
+
+Summary:
+{{ incident.title }}, started {{ incident.started }}.
+{% if incident.status_updates %}
+
+Resolution:
+"""
+_SUBJECT = "[{{ severity }}] {{ service }} - "
+_DEFAULTS: dict[str, tuple[str, str]] = {
+    "trigger": (
+        _SUBJECT + "{{ brief }}",
+        _HEAD + "Start Time: {{ incident.started }}\n\nWe are aware of an issue affecting {{ service }}"
+        " and are paging escalation level {{ incident.level }}.\n" + _DETAILS + _NEXT,
+    ),
+    "escalation": (
+        _SUBJECT + "{{ brief }} (escalated to level {{ incident.level }})",
+        _HEAD + _TIMES + _ESCALATED + _DETAILS + _NEXT,
+    ),
+    "update": (
+        _SUBJECT + "UPDATE #{{ incident.status_updates | length }}",
+        _HEAD + "Duration: {{ incident.duration }}\n\nUpdate:\n" + _LATEST + _DETAILS + _NEXT,
+    ),
+    "acknowledge": (
+        _SUBJECT + "{{ brief }} (acknowledged by {{ incident.acknowledged_by or 'someone' }})",
+        _HEAD + _TIMES + _DETAILS + _NEXT,
+    ),
+    "resolve": ("[RESOLVED] {{ service }} - {{ brief }}", _RESOLVED + _LATEST + "{% endif %}\n" + _DETAILS),
+}
+DEFAULTS: dict[str, tuple[TemplateSource, TemplateSource]] = {
+    kind: (_compile(subject), _compile(body)) for kind, (subject, body) in _DEFAULTS.items()
+}
+
+
+def render(
+    templates: TemplateSet | None, kind: str, ctx: dict[str, Any], *, html: bool = False
+) -> tuple[str, str]:
+    """(subject, body) for one kind; parts the set does not give use the built-in default.
+
+    A custom template that fails on a real incident (say, `alerts[1]` with one alert) must not
+    lose the page: that part falls back to the default, and the body says so. `html=True` renders
+    the body with the autoescaping environment (the subject is always plain text).
+    """
+    if kind not in DEFAULTS:
+        raise ValueError(f"unknown template kind {kind!r}; use one of {', '.join(KINDS)}")
+    custom = getattr(templates, kind) if templates is not None else None
+    subject, note_s = _render_one(custom and custom.subject, DEFAULTS[kind][0], ctx, False, f"{kind} subject")
+    body, note_b = _render_one(custom and custom.body, DEFAULTS[kind][1], ctx, html, f"{kind} body")
+    notes = [escape(n) if html else n for n in (note_s, note_b) if n]
+    return " ".join(subject.split()), "\n\n".join([body.rstrip(), *notes])
+
+
+def _render_one(
+    source: str | None, default: TemplateSource, ctx: dict[str, Any], html: bool, what: str
+) -> tuple[str, str]:
+    """One part's text, and a note when the custom template failed and the default stood in."""
+    note = ""
+    if source is not None:
+        compiled = source if isinstance(source, TemplateSource) else _compile(source)
+        try:
+            return (compiled.html if html else compiled.text).render(ctx), ""
+        except Exception as e:
+            note = f"(the custom {what} template failed, the default was used: {type(e).__name__}: {e})"
+    return (default.html if html else default.text).render(ctx), note
