@@ -31,13 +31,6 @@ class ReloadResult:
     summary: str = ""
 
 
-def summary(policies: PolicySet) -> str:
-    return (
-        f"{len(policies.severities)} severities, {len(policies.rules)} rules, "
-        f"{len(policies.escalation_policies)} escalation policies, {len(policies.users)} users"
-    )
-
-
 def record_policies(metrics: Metrics, policies: PolicySet, now_ms: int) -> None:
     """What the metrics say about the policy set in force."""
     targets = {name: sev.ack_within for name, sev in policies.severities.items()}
@@ -75,5 +68,5 @@ class Reloader:
             old, self.ref.current = self.ref.current, policies
             record_policies(self.metrics, policies, self.clock.now_ms())
             self.on_swap(old, policies)
-            log.info("policies_reloaded", reason=reason, path=str(self.path), policies=summary(policies))
-            return ReloadResult(True, summary=summary(policies))
+            log.info("policies_reloaded", reason=reason, path=str(self.path), policies=policies.summary())
+            return ReloadResult(True, summary=policies.summary())

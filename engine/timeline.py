@@ -22,6 +22,7 @@ class EntryKind(StrEnum):
     ALERT_RESOLVED = "alert_resolved"
     # recorded by delivery
     PAGE_SKIPPED = "page_skipped"
+    NOBODY_ON_CALL = "nobody_on_call"
     DELIVERED = "delivered"
     DELIVERY_RETRY = "delivery_retry"
     DELIVERY_FAILED = "delivery_failed"

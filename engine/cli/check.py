@@ -16,8 +16,5 @@ def run(args: argparse.Namespace) -> int:
     policies = load_or_report(args.dir, "")
     if policies is None:
         return 1
-    print(
-        f"{args.dir}: OK: {len(policies.severities)} severities, {len(policies.rules)} rules, "
-        f"{len(policies.escalation_policies)} escalation policies, {len(policies.users)} users"
-    )
+    print(f"{args.dir}: OK: {policies.summary()}")
     return 0

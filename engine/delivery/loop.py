@@ -158,7 +158,9 @@ class Delivery:
         if inc is None:
             await self.store.ack(entry)
             return
-        todo = plan(msg, inc, policies, self.notifiers.keys())
+        todo = plan(msg, inc, policies, self.notifiers.keys(), self.clock.now_ms())
+        if todo.note:
+            await self._note(inc.id, EntryKind.NOBODY_ON_CALL, "engine", todo.note)
         if todo.skipped:
             text = f"{msg.action} to {msg.target} skipped: {todo.skipped}"
             await self._note(inc.id, EntryKind.PAGE_SKIPPED, "engine", text)

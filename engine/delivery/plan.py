@@ -8,7 +8,7 @@ from engine.events import Action
 from engine.incident import Incident, Status
 from engine.outbox import OutboxMessage
 from engine.policy.models import PolicySet
-from engine.policy.targets import Address, expand_target, reachable, why_unreachable
+from engine.policy.targets import Address, reachable, resolve_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,18 +16,28 @@ class Plan:
     sends: tuple[Address, ...] = ()
     skipped: str = ""  # why the notification no longer applies ("" when it does)
     unreachable: str = ""  # why the target reached nobody ("" when it reached someone)
+    note: str = ""  # for the timeline: nobody on call, so a fallback was paged
 
 
-def plan(msg: OutboxMessage, inc: Incident, policies: PolicySet, channels: Collection[str]) -> Plan:
-    """Resolve `msg` against the incident as it is now and the policies in force now."""
+def plan(
+    msg: OutboxMessage, inc: Incident, policies: PolicySet, channels: Collection[str], now_ms: int
+) -> Plan:
+    """Resolve `msg` against the incident as it is now, the policies in force now, and who is
+    on call now (a page sent late goes to whoever is on call when it is sent)."""
     if why := stale(inc, msg.action, policies):
         return Plan(skipped=why)
     if msg.address is not None:  # a retry: only the address that failed
         return Plan(sends=(msg.address,))
-    sends = reachable(msg.target, expand_target(msg.target, policies), channels)
+    found = resolve_target(msg.target, policies, now_ms)
+    sends = reachable(msg.target, found.addresses, channels)
     if not sends:
-        return Plan(unreachable=why_unreachable(msg.target, policies))
-    return Plan(sends=tuple(sends))
+        return Plan(unreachable=found.why_empty or found.note or _no_channel(msg.target, found.addresses))
+    return Plan(sends=tuple(sends), note=found.note)
+
+
+def _no_channel(target: str, addresses: list[Address]) -> str:
+    kinds = ", ".join(sorted({a.channel for a in addresses}))
+    return f"{target}: no contact method on a configured channel (has {kinds})"
 
 
 def stale(inc: Incident, action: Action, policies: PolicySet) -> str:

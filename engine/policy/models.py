@@ -9,6 +9,7 @@ from engine.policy.base import Model
 from engine.policy.channels import CHANNEL_KINDS, Channels
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import Matcher, parse_matcher
+from engine.policy.schedules import Schedule
 
 
 def _duration(value: object) -> int:
@@ -158,7 +159,15 @@ class PolicySet(Model):
     default: Default
     escalation_policies: dict[str, EscalationPolicy]
     users: dict[str, User] = {}
+    schedules: dict[str, Schedule] = {}
     channels: Channels = Channels()
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.severities)} severities, {len(self.rules)} rules, "
+            f"{len(self.escalation_policies)} escalation policies, {len(self.users)} users, "
+            f"{len(self.schedules)} schedules"
+        )
 
     def severity_rank(self, name: str) -> int:
         """0 for the highest severity (listed first); a name no longer defined ranks below all."""

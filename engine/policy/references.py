@@ -66,7 +66,11 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
     problems: list[str] = []
     users = _get(data, "users")
     # What each target kind names, and the names defined for it.
-    references: dict[str, tuple[str, dict[Any, Any]]] = {"user": ("user", users)}
+    schedules = _get(data, "schedules")
+    references: dict[str, tuple[str, dict[Any, Any]]] = {
+        "user": ("user", users),
+        "schedule": ("schedule", schedules),
+    }
     for channel in CHANNEL_KINDS:
         if channel.named_as:
             names = _get(data, "channels", channel.name, channel.names_key)
@@ -79,10 +83,35 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
                 if kind in references and name and not any(ch.isspace() for ch in name):
                     loc = ["escalation_policies", policy, "levels", i, "notify", j]
                     problems += _check(root, loc, name, *references[kind])
+    problems += _schedules(schedules, users, references, root)
     for channel in CHANNEL_KINDS:
         if channel.user_field and channel.named_as:
             field = channel.user_field
             for user in users:
                 loc = ["users", user, field]
                 problems += _check(root, loc, _get(users, user).get(field), *references[channel.name])
+    return problems
+
+
+def _schedules(
+    schedules: dict[Any, Any],
+    users: dict[Any, Any],
+    references: dict[str, tuple[str, dict[Any, Any]]],
+    root: Pos,
+) -> list[str]:
+    """Everyone a schedule can put on call is a user; its fallback names something defined."""
+    problems: list[str] = []
+    for name, raw in schedules.items():
+        body = raw if isinstance(raw, dict) else {}
+        key = "rotations" if "rotations" in body else "layers"  # the model accepts either spelling
+        for i, layer in _listed(body.get(key)):
+            for j, user in _listed(layer.get("participants") if isinstance(layer, dict) else None):
+                problems += _check(root, ["schedules", name, key, i, "participants", j], user, "user", users)
+        for i, override in _listed(body.get("overrides")):
+            user = override.get("user") if isinstance(override, dict) else None
+            problems += _check(root, ["schedules", name, "overrides", i, "user"], user, "user", users)
+        fallback = body.get("fallback")
+        kind, _, target = str(fallback).partition(":")
+        if isinstance(fallback, str) and kind in references and target:
+            problems += _check(root, ["schedules", name, "fallback"], target, *references[kind])
     return problems

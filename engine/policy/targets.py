@@ -1,10 +1,19 @@
-"""A policy target -> the channel addresses it reaches, at send time. Pure: no I/O, no clock."""
+"""A policy target -> the people and channel addresses it reaches at a time. Pure: no I/O, no clock.
+
+`schedule:NAME` is resolved at send time: a page held overnight goes to the morning's on-call.
+An empty slot goes to the schedule's `fallback`, and the resolution says so for the timeline.
+"""
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from engine.messages import rfc3339
 from engine.policy.channels import CHANNEL_KINDS, CHANNELS
 from engine.policy.models import PolicySet, User
+from engine.policy.schedules import oncall
+
+MAX_FALLBACKS = 3  # schedule -> fallback schedule -> ...: a loop in the files must end somewhere
 
 # a user's contact methods (User field, channel), in the order of the User model's fields
 _CONTACTS = sorted(
@@ -18,33 +27,70 @@ class Address(NamedTuple):
     name: str  # channel-specific: an email address, a PagerDuty service, a webhook endpoint
 
 
-def expand_target(target: str, policies: PolicySet) -> list[Address]:
-    """The addresses `target` reaches now; [] when it reaches nobody."""
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    addresses: list[Address] = field(default_factory=list)
+    people: list[str] = field(default_factory=list)  # users reached, by name
+    note: str = ""  # what the timeline should know: nobody on call, a fallback paged
+    why_empty: str = ""  # why nobody is reached ("" when someone is)
+
+
+def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, depth: int = 0) -> Resolution:
+    """Who `target` reaches at `at_ms` (schedules need a time; without one they reach nobody)."""
     kind, _, name = target.partition(":")
     if kind in CHANNELS:
-        return [Address(kind, name)]
+        return Resolution([Address(kind, name)])
     if kind == "user":
         user = policies.users.get(name)
         if user is None:
-            return []
-        found = ((channel, getattr(user, field)) for field, channel in _CONTACTS)
-        return [Address(channel, address) for channel, address in found if address]
-    return []  # schedule:, team: arrive with on-call schedules
+            return Resolution(why_empty=f"{target}: no such user")
+        return Resolution(_contacts(user), [name], why_empty="" if _contacts(user) else _no_contact(target))
+    if kind == "schedule":
+        return _schedule(target, name, policies, at_ms, depth)
+    return Resolution(why_empty=f"{target}: {kind} targets cannot be delivered by this release yet")
+
+
+def expand_target(target: str, policies: PolicySet, at_ms: int | None = None) -> list[Address]:
+    """The addresses `target` reaches at `at_ms`; [] when it reaches nobody."""
+    return resolve_target(target, policies, at_ms).addresses
 
 
 def reachable(target: str, addresses: list[Address], channels: Collection[str]) -> list[Address]:
     """A person is reached through the channels this engine has; the others are not errors."""
-    if target.startswith("user:"):
-        return [a for a in addresses if a.channel in channels]
-    return addresses
+    if target.partition(":")[0] in CHANNELS:
+        return addresses
+    return [a for a in addresses if a.channel in channels]
 
 
-def why_unreachable(target: str, policies: PolicySet) -> str:
+def why_unreachable(target: str, policies: PolicySet, at_ms: int | None = None) -> str:
     """Why `target` reached nobody, for the timeline."""
-    kind, _, name = target.partition(":")
-    if kind == "user":
-        if name not in policies.users:
-            return f"{target}: no such user"
-        methods = ", ".join(channel for _, channel in _CONTACTS)
-        return f"{target}: no contact method on a configured channel ({methods})"
-    return f"{target}: {kind} targets cannot be delivered by this release yet"
+    found = resolve_target(target, policies, at_ms)
+    return found.why_empty or _no_contact(target)
+
+
+def _contacts(user: User) -> list[Address]:
+    found = ((channel, getattr(user, field)) for field, channel in _CONTACTS)
+    return [Address(channel, address) for channel, address in found if address]
+
+
+def _no_contact(target: str) -> str:
+    methods = ", ".join(channel for _, channel in _CONTACTS)
+    return f"{target}: no contact method on a configured channel ({methods})"
+
+
+def _schedule(target: str, name: str, policies: PolicySet, at_ms: int | None, depth: int) -> Resolution:
+    schedule = policies.schedules.get(name)
+    if schedule is None:
+        return Resolution(why_empty=f"{target}: no such schedule")
+    if at_ms is None:
+        return Resolution(why_empty=f"{target}: a schedule needs a time to say who is on call")
+    people = oncall(schedule, at_ms)
+    if people:
+        addresses = [a for p in people if p in policies.users for a in _contacts(policies.users[p])]
+        return Resolution(addresses, people, why_empty="" if addresses else _no_contact(target))
+    empty = f"{target}: nobody on call at {rfc3339(at_ms)}"
+    if schedule.fallback is None or depth >= MAX_FALLBACKS:
+        return Resolution(note=f"{empty}, and no fallback", why_empty=f"{empty}, and no fallback")
+    backup = resolve_target(schedule.fallback, policies, at_ms, depth + 1)
+    note = f"{empty}: paging its fallback {schedule.fallback}"
+    return Resolution(backup.addresses, backup.people, note, backup.why_empty)

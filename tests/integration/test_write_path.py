@@ -3,6 +3,7 @@ webhook, and a timeline in time order when delivery outcomes race state changes.
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -137,5 +138,69 @@ async def test_the_timeline_is_in_time_order_when_an_outcome_is_appended_after_a
         assert [e.at_ms for e in timeline] == sorted(e.at_ms for e in timeline)
         raw = await store.client.lrange(keys.timeline(incident_id), 0, -1)
         assert [TimelineEntry.from_json(r).kind.value for r in raw][-2:] == ["resolved", "delivered"]
+    finally:
+        await store.close()
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message.address)
+
+
+SCHEDULED = PolicySet.model_validate(
+    {
+        "severities": {"P3": {}},
+        "default": {"severity": "P3", "policy": "std"},
+        "escalation_policies": {
+            "std": {"levels": [{"after": "0s", "notify": ["schedule:primary", "schedule:weekend"]}]}
+        },
+        "users": {"a": {"email": "a@x"}, "b": {"email": "b@x"}, "c": {"email": "c@x"}},
+        "schedules": {
+            "primary": {
+                "time_zone": "UTC",
+                "rotations": [
+                    {"participants": ["a", "b"], "shift": "1d", "handoff": "09:00", "start": "2027-01-04"}
+                ],
+            },
+            "weekend": {
+                "time_zone": "UTC",
+                "rotations": [
+                    {
+                        "participants": ["b"],
+                        "shift": "1d",
+                        "handoff": "09:00",
+                        "start": "2027-01-04",
+                        "only": [{"days": ["sat"]}],
+                    }
+                ],
+                "fallback": "user:c",
+            },
+        },
+    }
+)
+
+
+async def test_a_schedule_target_pages_who_is_on_call_at_send_time_and_notes_an_empty_slot(
+    redis_url: str,
+) -> None:
+    store = RedisStore(await connect(redis_url))
+    clock = FakeClock(int(datetime(2027, 1, 5, 10, tzinfo=UTC).timestamp() * 1000))  # Tuesday: b's day
+    metrics = Metrics(CollectorRegistry())
+    try:
+        proc = Processor(store, lambda: SCHEDULED, clock, metrics)
+        [incident_id] = (await proc.ingest(parse_payload(payload("01-firing-single.json"))[1])).incidents
+        email = Recording()
+        delivery = Delivery(store, {"email": email}, lambda: SCHEDULED, clock, metrics, DeliveryConfig("c1"))
+        await store.ensure_groups()
+        clock.advance(24 * 3600)  # sent a day late: Wednesday is a's day again
+        for entry in await store.read_outbox("c1", 10):
+            await delivery.handle(entry)
+        assert sorted(email.sent) == ["a@x", "c@x"]  # primary's on-call now; weekend's slot is empty
+        notes = [e.text for e in await store.timeline(incident_id) if e.kind == "nobody_on_call"]
+        empty = "nobody on call at 2027-01-06T10:00:00.000Z"
+        assert notes == [f"schedule:weekend: {empty}: paging its fallback user:c"]
     finally:
         await store.close()

@@ -13,7 +13,7 @@ INVALID = ROOT / "tests" / "fixtures" / "policies" / "invalid"
 def test_check_passes_on_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(ROOT / "policies")]) == 0
     out = capsys.readouterr().out
-    assert "OK: 4 severities, 5 rules, 4 escalation policies, 4 users" in out
+    assert "OK: 4 severities, 5 rules, 4 escalation policies, 9 users, 1 schedules" in out
 
 
 def test_check_reports_file_and_line_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,6 +81,36 @@ def test_schema_is_a_json_schema_the_shipped_policies_satisfy(capsys: pytest.Cap
     merged: dict[str, object] = {}
     for path in sorted((ROOT / "policies").glob("*.yaml")):
         merged.update(yaml.safe_load(path.read_text()))  # the shipped files define disjoint sections
-    jsonschema.validate(merged, schema)
+    # as an editor's YAML 1.2 parser sees it: an unquoted 2026-01-05 is a string, not a date
+    as_edited = json.loads(json.dumps(merged, default=str))
+    jsonschema.validate(as_edited, schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**merged, "rule": []}, schema)  # a typo of `rules`: unknown keys fail
+        jsonschema.validate({**as_edited, "rule": []}, schema)  # a typo of `rules`: unknown keys fail
+
+
+def test_oncall_says_who_is_on_call_and_the_next_handoffs(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    policies = str(ROOT / "policies")
+    # Christmas: carol's override, then the weekend rotation, then the weekly one at 09:00 local
+    assert main(["oncall", "sre-primary", "--policies", policies, "--at", "2026-12-26T12:00:00+01:00"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "sre-primary (Europe/Berlin) at 2026-12-26 12:00+01:00: carol"
+    args = ["oncall", "sre-primary", "--policies", policies, "--at", "2027-03-26T12:00:00Z", "--next", "3"]
+    assert main([*args, "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["oncall"] == ["alice"] and doc["at"] == "2027-03-26T13:00:00+01:00"
+    # the hand-off after the spring switch is still 09:00 local, now at +02:00
+    assert doc["next"][-1] == {"at": "2027-03-28T09:00:00+02:00", "oncall": ["erin"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["nobody-knows"], "no schedule 'nobody-knows' (defined: sre-primary)"),
+        (["sre-primary", "--at", "2027-03-26T12:00"], "has no offset"),
+    ],
+)
+def test_oncall_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], args: list[str], says: str) -> None:
+    assert main(["oncall", *args, "--policies", str(ROOT / "policies")]) == 2
+    assert says in capsys.readouterr().err

@@ -78,18 +78,19 @@ def test_shipped_policies_load() -> None:
             None,
             0,
             0,
-            [(0, ["user:sre-oncall", "pagerduty:platform"]), (30 * 60_000, ["user:senior-sre"])],
+            [(0, ["schedule:sre-primary", "pagerduty:platform"]), (30 * 60_000, ["user:senior-sre"])],
         ),
         "slow": (
             "resolved",
             None,
             0,
             0,
-            [(0, ["user:sre-oncall", "pagerduty:platform"]), (2 * 3_600_000, ["user:senior-sre"])],
+            [(0, ["schedule:sre-primary", "pagerduty:platform"]), (2 * 3_600_000, ["user:senior-sre"])],
         ),
         "low": ("acknowledged", None, 0, 0, [(0, ["email:sre-team@example.com"])]),
     }
-    assert list(policies.users) == ["sre-oncall", "senior-sre", "eng-manager", "vp-eng"]
+    assert list(policies.users)[:4] == ["sre-oncall", "senior-sre", "eng-manager", "vp-eng"]
+    assert list(policies.schedules) == ["sre-primary"]
     channels = policies.channels
     assert channels.pagerduty is not None
     assert channels.webhook is not None
@@ -240,11 +241,16 @@ def test_invalid_fixture(case: str, expected: list[str]) -> None:
         ),
         pytest.param(
             {"a.yaml": BASE + "schedule:\n  primary: {}\n"},
-            [
-                "a.yaml:9: unknown section 'schedule'; expected one of: "
-                "severities, rules, default, escalation_policies, users, channels"
-            ],
+            ["a.yaml:9: unknown section 'schedule' (did you mean 'schedules'?)"],
             id="unknown-section",
+        ),
+        pytest.param(
+            {"a.yaml": BASE + "sections:\n  primary: {}\n"},
+            [
+                "a.yaml:9: unknown section 'sections'; expected one of: "
+                "severities, rules, default, escalation_policies, users, schedules, channels"
+            ],
+            id="unknown-section-no-suggestion",
         ),
         pytest.param(
             {"a.yaml": BASE + "rules: {name: x}\n"},
