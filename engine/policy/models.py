@@ -10,6 +10,7 @@ from engine.policy.channels import CHANNEL_KINDS, Channels
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import Matcher, parse_matcher
 from engine.policy.schedules import Schedule
+from engine.policy.templates import TemplateSet
 
 
 def _duration(value: object) -> int:
@@ -120,6 +121,7 @@ class EscalationPolicy(Model):
     repeat: int = Field(default=0, ge=0, le=100)
     repeat_after: DurationMs = 0
     levels: list[Level] = Field(min_length=1)
+    templates: TemplateSet | None = None  # this policy's messages; the top-level set otherwise
 
     @model_validator(mode="after")
     def _check_order(self) -> "EscalationPolicy":
@@ -160,6 +162,7 @@ class PolicySet(Model):
     escalation_policies: dict[str, EscalationPolicy]
     users: dict[str, User] = {}
     schedules: dict[str, Schedule] = {}
+    templates: TemplateSet | None = None  # messages for every policy without its own
     channels: Channels = Channels()
 
     def summary(self) -> str:
