@@ -19,9 +19,11 @@ from engine.events import (
     Unacknowledge,
 )
 from engine.incident import AlertState, Incident, Status
+from engine.policy.calendars import Calendar, next_open
 from engine.policy.durations import format_duration_ms
 from engine.policy.models import EscalationPolicy, PolicySet
 from engine.timeline import EntryKind as K
+from engine.times import epoch_ms, rfc3339, utc
 
 ALERTMANAGER = "alertmanager"
 
@@ -33,7 +35,7 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
         return Decision(incident)  # an event for a resolved incident changes nothing
     inc = incident.clone()
     d = Decision(inc, changed=True)
-    policy = policy_of(inc, policies)
+    policy = ladder_of(inc, policies)
     old_timer = inc.timer_ms
     match event:
         case Acknowledge(by, note):
@@ -69,6 +71,22 @@ def policy_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
     return found or policies.escalation_policies[policies.default.policy]
 
 
+def ladder_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
+    """The policy as this incident climbs it: under a business-hours severity, every level
+    without a calendar of its own keeps to the severity's (no page outside business hours)."""
+    policy = policy_of(inc, policies)
+    severity = policies.severities.get(inc.severity)
+    if severity is None or severity.calendar is None:
+        return policy
+    levels = []
+    for level in policy.levels:
+        if level.calendar is None:
+            level = level.model_copy(update={"during": severity.business_hours_only})
+            level._calendar = severity.calendar
+        levels.append(level)
+    return policy.model_copy(update={"levels": levels})
+
+
 def _with_note(text: str, note: str) -> str:
     return f"{text}: {note}" if note else text
 
@@ -82,6 +100,8 @@ def _acknowledge(inc: Incident, d: Decision, policy: EscalationPolicy, by: str, 
         # keep climbing to levels not paged yet, but never repeat pages to levels already paged
         levels = len(policy.levels)
         inc.step_limit = levels if inc.step < levels else inc.step
+    else:
+        inc.held = []  # someone is on it: pages waiting for business hours are moot
     d.effects.append(Note(K.ACKNOWLEDGED, _with_note(f"Acknowledged by {by}", note), by))
     if inc.paged:
         d.effects.append(Notify(Action.ACKNOWLEDGE, tuple(inc.paged), 0))
@@ -91,6 +111,7 @@ def _resolve(inc: Incident, d: Decision, by: str, text: str, now: int) -> None:
     inc.status = Status.RESOLVED
     inc.resolved_by, inc.resolved_ms = by, now
     inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    inc.held = []
     d.effects.append(Note(K.RESOLVED, text, by))
     if inc.paged:
         d.effects.append(Notify(Action.RESOLVE, tuple(inc.paged), 0))
@@ -106,11 +127,34 @@ def _page_due(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) ->
     levels = len(policy.levels)
     for step in due:
         if step + levels not in due:  # catching up: page each level once, not once per missed repeat
-            _page_step(inc, d, policy, step)
+            _page_step(inc, d, policy, step, now)
 
 
-def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int) -> None:
+def _release_held(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) -> None:
+    """Send the held pages whose calendar has opened (their level, as decided when held)."""
+    due = sorted(h for h in inc.held if h[0] <= now)
+    inc.held = [h for h in inc.held if h[0] > now]
+    for _, step in due:
+        if step < policy.step_count():  # a reload may have shortened the ladder
+            _page_step(inc, d, policy, step, now)
+
+
+def _opens_ms(calendar: Calendar, now: int) -> int:
+    """When `calendar` is next open at or after `now` (now itself when open); far away if never."""
+    found = next_open(calendar, utc(now))
+    return now if found is None else max(now, epoch_ms(found))
+
+
+def _page_step(inc: Incident, d: Decision, policy: EscalationPolicy, step: int, now: int) -> None:
     cycle, level = divmod(step, len(policy.levels))
+    calendar = policy.levels[level].calendar
+    if calendar is not None and (opens := _opens_ms(calendar, now)) > now:
+        # outside its calendar: this level's pages wait; the ladder's own deadlines do not move
+        inc.held.append([opens, step])
+        where = f"level {level + 1}" + (f", repeat {cycle}" if cycle else "")
+        text = f"Held {where} until {rfc3339(opens)}: outside calendar {policy.levels[level].during}"
+        d.effects.append(Note(K.HELD, text))
+        return
     targets = tuple(policy.levels[level].notify)
     where = f"level {level + 1}" + (f", repeat {cycle}" if cycle else "")
     d.effects.append(Note(K.PAGED, f"Paged {', '.join(targets)} ({where})"))
@@ -125,6 +169,7 @@ def _trigger_from(inc: Incident, d: Decision, policy: EscalationPolicy, step: in
     inc.status = Status.TRIGGERED
     inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
     inc.step, inc.anchor_ms, inc.step_limit = step, now - policy.step_offset_ms(step), None
+    inc.held = []  # paging again from `step` supersedes what was waiting
     _page_due(inc, d, policy, now)
 
 
@@ -147,6 +192,7 @@ def _on_timer(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) ->
         d.effects.append(Note(K.ACK_TIMEOUT, "Acknowledged but not resolved in time: paging again"))
         _retrigger(inc, d, policy, now)
     elif inc.status is Status.TRIGGERED or (inc.status is Status.ACKNOWLEDGED and policy.until == "resolved"):
+        _release_held(inc, d, policy, now)
         _page_due(inc, d, policy, now)
 
 
@@ -159,6 +205,8 @@ def next_timer(inc: Incident, policy: EscalationPolicy) -> int | None:
     limit = policy.step_count() if inc.step_limit is None else min(inc.step_limit, policy.step_count())
     if climbing and inc.step < limit:
         due.append(inc.anchor_ms + policy.step_offset_ms(inc.step))
+    if climbing and inc.held:
+        due.append(min(release for release, _ in inc.held))
     if inc.status is Status.ACKNOWLEDGED and inc.ack_deadline_ms is not None:
         due.append(inc.ack_deadline_ms)
     if inc.status is Status.SNOOZED and inc.snoozed_until_ms is not None:
@@ -193,10 +241,10 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
             Note(K.SEVERITY_RAISED, f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
         )
         inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
-        _trigger_from(inc, d, policy_of(inc, policies), 0, now)  # re-page from the first level
+        _trigger_from(inc, d, ladder_of(inc, policies), 0, now)  # re-page from the first level
     if not inc.firing():
         _resolve(inc, d, ALERTMANAGER, "All alerts resolved", now)
-    _sync_timer(inc, d, policy_of(inc, policies), old_timer)
+    _sync_timer(inc, d, ladder_of(inc, policies), old_timer)
     return d
 
 
@@ -282,7 +330,14 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
     sev = policies.severities[inc.severity]
     text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
     d.effects.append(Note(K.OPENED, f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
-    policy = policy_of(inc, policies)
+    policy = ladder_of(inc, policies)
+    if sev.calendar is not None and (opens := _opens_ms(sev.calendar, now)) > now:
+        inc.anchor_ms = opens  # the whole ladder starts when business hours begin
+        hours = sev.business_hours_only
+        text = (
+            f"{inc.severity} is handled during business hours ({hours}): paging held until {rfc3339(opens)}"
+        )
+        d.effects.append(Note(K.HELD, text))
     _page_due(inc, d, policy, now)
     _sync_timer(inc, d, policy, None)
     return d

@@ -55,6 +55,7 @@ class Incident:
     group_key: str = ""
     alerts: dict[str, AlertState] = field(default_factory=dict)
     paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
+    held: list[list[int]] = field(default_factory=list)  # [release_ms, step]: pages waiting for a calendar
     duplicates: int = 0  # repeats seen; kept by the store as a counter beside the record, not in it
     version: int = 0  # compare-and-set guard, bumped by the store on each commit
 
@@ -70,6 +71,7 @@ class Incident:
         other = copy.copy(self)
         other.alerts = dict(self.alerts)
         other.paged = list(self.paged)
+        other.held = [list(h) for h in self.held]
         return other
 
     def to_json(self) -> str:

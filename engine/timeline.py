@@ -9,6 +9,7 @@ class EntryKind(StrEnum):
     # decided by the state machine
     OPENED = "opened"
     PAGED = "paged"
+    HELD = "held"
     ACKNOWLEDGED = "acknowledged"
     UNACKNOWLEDGED = "unacknowledged"
     RESOLVED = "resolved"

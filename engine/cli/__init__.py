@@ -4,10 +4,17 @@ import argparse
 from types import ModuleType
 
 from engine import __version__
-from engine.cli import check, oncall, schema, serve
+from engine.cli import check, oncall, route, schema, serve, simulate
 
 # a verb module has HELP, add_arguments(parser) and run(args) -> exit code
-VERBS: dict[str, ModuleType] = {"serve": serve, "check": check, "oncall": oncall, "schema": schema}
+VERBS: dict[str, ModuleType] = {
+    "serve": serve,
+    "check": check,
+    "oncall": oncall,
+    "schema": schema,
+    "route": route,
+    "simulate": simulate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ where adding a timedelta is exact (on a local zone Python adds wall time).
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import pairwise
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,34 +68,24 @@ def _country_holidays(country: str, subdivision: str | None, year: int) -> froze
     return frozenset(holidays_lib.country_holidays(country, subdiv=subdivision, years=year).keys())
 
 
-class Calendar(Model):
-    time_zone: str
-    hours: dict[Weekday, list[WindowText]] = {}
-    holidays: list[date] = []
-    country: str | None = None  # public holidays of this country (ISO 3166-1 alpha-2, e.g. DE, US)
-    subdivision: str | None = None  # and of this state/province, e.g. BY, CA
+def _days(key: str) -> list[Weekday]:
+    """`mon`, or a range such as `mon-fri` (wrapping ranges such as `fri-mon` allowed)."""
+    first, _, last = key.partition("-")
+    if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+        raise ValueError(f"unknown day {key!r}; use mon..sun or a range such as mon-fri")
+    i, j = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    return [WEEKDAYS[(i + k) % 7] for k in range((j - i) % 7 + 1)]
 
-    @field_validator("time_zone")
-    @classmethod
-    def _check_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
-        return value
 
-    @field_validator("hours")
-    @classmethod
-    def _check_overlap(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
-        for day, windows in value.items():
-            ordered = sorted(windows, key=_span)
-            for before, after in pairwise(ordered):
-                if _span(after)[0] < _span(before)[1]:
-                    raise ValueError(f"{day}: opening windows {before!r} and {after!r} overlap")
-        return value
+class Holidays(Model):
+    """Closed all day: explicit dates, and a country's (and subdivision's) public holidays."""
+
+    country: str | None = None  # ISO 3166-1 alpha-2, e.g. DE, US
+    subdivision: str | None = None  # a state or province of it, e.g. BY, CA
+    dates: list[date] = []
 
     @model_validator(mode="after")
-    def _check_country(self) -> "Calendar":
+    def _check_country(self) -> "Holidays":
         if self.subdivision is not None and self.country is None:
             raise ValueError("subdivision needs a country")
         if self.country is None:
@@ -109,15 +99,55 @@ class Calendar(Model):
             raise ValueError(f"unknown subdivision {self.subdivision!r} of {self.country}; known: {listed}")
         return self
 
+
+class Calendar(Model):
+    time_zone: str
+    # a day (mon) or a range (mon-fri) -> one window "09:00-17:30" or a list of them
+    hours: dict[str, WindowText | list[WindowText]] = {}
+    holidays: Holidays = Holidays()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _check_overlap(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for day, windows in _week(value).items():
+            ordered = sorted(windows, key=_span)
+            for before, after in pairwise(ordered):
+                if _span(after)[0] < _span(before)[1]:
+                    raise ValueError(f"{day}: opening windows {before!r} and {after!r} overlap")
+        return value
+
+    @cached_property
+    def week(self) -> dict[Weekday, list[str]]:
+        """The opening windows of each weekday."""
+        return _week(self.hours)
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 
     def is_holiday(self, day: date) -> bool:
         """Closed all day: an explicit holiday or one of the country's (and subdivision's)."""
-        if day in self.holidays:
+        h = self.holidays
+        if day in h.dates:
             return True
-        return self.country is not None and day in _country_holidays(self.country, self.subdivision, day.year)
+        return h.country is not None and day in _country_holidays(h.country, h.subdivision, day.year)
+
+
+def _week(hours: dict[str, str | list[str]]) -> dict[Weekday, list[str]]:
+    week: dict[Weekday, list[str]] = {}
+    for key, windows in hours.items():
+        for day in _days(key):
+            week.setdefault(day, []).extend([windows] if isinstance(windows, str) else windows)
+    return week
 
 
 def _instant(zone: ZoneInfo, day: date, minute: int) -> datetime:
@@ -144,7 +174,7 @@ def _intervals(cal: Calendar, first_day: date, days: int) -> Iterator[tuple[date
     zone = cal.zone
     for n in range(days):
         day = first_day + timedelta(days=n)
-        windows = cal.hours.get(WEEKDAYS[day.weekday()], [])
+        windows = cal.week.get(WEEKDAYS[day.weekday()], [])
         if not windows or cal.is_holiday(day):
             continue
         for start, end in sorted(_span(w) for w in windows):

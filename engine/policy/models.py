@@ -3,9 +3,18 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from engine.policy.base import Model
+from engine.policy.calendars import Calendar
 from engine.policy.channels import CHANNEL_KINDS, Channels
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import Matcher, parse_matcher
@@ -59,6 +68,13 @@ TargetText = Annotated[str, AfterValidator(_check_target)]
 class Severity(Model):
     description: str = ""
     ack_within: DurationMs | None = None
+    # the runbooks' "P3: during business hours": outside the calendar, paging starts when it opens
+    business_hours_only: str | None = None
+    _calendar: Calendar | None = PrivateAttr(default=None)
+
+    @property
+    def calendar(self) -> Calendar | None:
+        return self._calendar
 
 
 class Rule(Model):
@@ -104,15 +120,13 @@ class Default(Model):
 class Level(Model):
     after: DurationMs
     notify: list[TargetText] = Field(min_length=1)
-    during: str | None = None
+    during: str | None = None  # a calendar: outside it, this level's pages wait until it opens
+    _calendar: Calendar | None = PrivateAttr(default=None)
 
-    @field_validator("during")
-    @classmethod
-    def _no_calendars_yet(cls, value: str | None) -> str | None:
-        # refuse rather than ignore: a held page that is silently sent at 3 a.m. is worse than an error
-        if value is not None:
-            raise ValueError("calendars are not supported by this release yet; remove `during` for now")
-        return value
+    @property
+    def calendar(self) -> Calendar | None:
+        """The `during` calendar, resolved when the policy set is validated."""
+        return self._calendar
 
 
 class EscalationPolicy(Model):
@@ -162,8 +176,22 @@ class PolicySet(Model):
     escalation_policies: dict[str, EscalationPolicy]
     users: dict[str, User] = {}
     schedules: dict[str, Schedule] = {}
+    calendars: dict[str, Calendar] = {}
     templates: TemplateSet | None = None  # messages for every policy without its own
     channels: Channels = Channels()
+
+    @model_validator(mode="after")
+    def _resolve_calendars(self) -> "PolicySet":
+        """Levels and severities hold their calendar, so the state machine needs no lookups.
+        A name that is not defined is reported (file:line) by the cross-references check."""
+        for severity in self.severities.values():
+            if severity.business_hours_only is not None:
+                severity._calendar = self.calendars.get(severity.business_hours_only)
+        for policy in self.escalation_policies.values():
+            for level in policy.levels:
+                if level.during is not None:
+                    level._calendar = self.calendars.get(level.during)
+        return self
 
     def summary(self) -> str:
         return (

@@ -84,6 +84,7 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
                     loc = ["escalation_policies", policy, "levels", i, "notify", j]
                     problems += _check(root, loc, name, *references[kind])
     problems += _schedules(schedules, users, references, root)
+    problems += _calendars(data, root)
     for channel in CHANNEL_KINDS:
         if channel.user_field and channel.named_as:
             field = channel.user_field
@@ -114,4 +115,20 @@ def _schedules(
         kind, _, target = str(fallback).partition(":")
         if isinstance(fallback, str) and kind in references and target:
             problems += _check(root, ["schedules", name, "fallback"], target, *references[kind])
+    return problems
+
+
+def _calendars(data: dict[str, Any], root: Pos) -> list[str]:
+    """`during:` on levels and `business_hours_only:` on severities name a defined calendar."""
+    problems: list[str] = []
+    calendars = _get(data, "calendars")
+    for name, severity in _get(data, "severities").items():
+        if isinstance(severity, dict):
+            loc = ["severities", name, "business_hours_only"]
+            problems += _check(root, loc, severity.get("business_hours_only"), "calendar", calendars)
+    for policy, body in _get(data, "escalation_policies").items():
+        for i, level in _listed(body.get("levels") if isinstance(body, dict) else None):
+            if isinstance(level, dict):
+                loc = ["escalation_policies", policy, "levels", i, "during"]
+                problems += _check(root, loc, level.get("during"), "calendar", calendars)
     return problems

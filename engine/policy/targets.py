@@ -8,10 +8,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from engine.messages import rfc3339
 from engine.policy.channels import CHANNEL_KINDS, CHANNELS
 from engine.policy.models import PolicySet, User
 from engine.policy.schedules import oncall
+from engine.times import rfc3339
 
 MAX_FALLBACKS = 3  # schedule -> fallback schedule -> ...: a loop in the files must end somewhere
 

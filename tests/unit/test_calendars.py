@@ -12,6 +12,7 @@ from engine.policy.calendars import Calendar, is_open, next_close, next_open
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 WEEKDAYS_9_17 = {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
+US = {"country": "US"}
 EVERY_DAY_9_17 = {**WEEKDAYS_9_17, "sat": ["09:00-17:00"], "sun": ["09:00-17:00"]}
 
 
@@ -44,7 +45,7 @@ def test_friday_evening_opens_monday_morning_and_closes_at_five() -> None:
 
 
 def test_explicit_holiday_is_closed_all_day() -> None:
-    cal = office(holidays=["2027-06-14"])
+    cal = office(holidays={"dates": ["2027-06-14"]})
     assert not is_open(cal, at(BERLIN, 2027, 6, 14, 10, 0))
     assert next_open(cal, at(BERLIN, 2027, 6, 11, 18, 0)) == at(BERLIN, 2027, 6, 15, 9, 0)
 
@@ -57,11 +58,15 @@ def test_touching_windows_and_midnight_are_one_stretch() -> None:
 
 
 def test_country_and_subdivision_holidays() -> None:
-    bavaria = office(country="DE", subdivision="BY")
+    bavaria = office(holidays={"country": "DE", "subdivision": "BY"})
     assert not is_open(bavaria, at(BERLIN, 2027, 1, 6, 10, 0))  # Epiphany, a Wednesday
     assert next_open(bavaria, at(BERLIN, 2027, 1, 6, 10, 0)) == at(BERLIN, 2027, 1, 7, 9, 0)
-    assert is_open(office(country="DE", subdivision="BE"), at(BERLIN, 2027, 1, 6, 10, 0))  # not in Berlin
-    us = Calendar(time_zone="America/New_York", hours=WEEKDAYS_9_17, country="US")
+    assert is_open(
+        office(holidays={"country": "DE", "subdivision": "BE"}), at(BERLIN, 2027, 1, 6, 10, 0)
+    )  # not in Berlin
+    us = Calendar.model_validate(
+        {"time_zone": "America/New_York", "hours": WEEKDAYS_9_17, "holidays": {"country": "US"}}
+    )
     observed = date(2027, 7, 5) in holidays.country_holidays("US", years=2027)
     assert is_open(us, at(NEW_YORK, 2027, 7, 5, 10, 0)) is not observed
 
@@ -100,6 +105,16 @@ def test_naive_datetime_is_refused() -> None:
         is_open(office(), datetime(2027, 1, 1, 10, 0))
 
 
+def test_the_spec_shape_day_ranges_and_one_window_per_day() -> None:
+    cal = Calendar.model_validate(
+        {"time_zone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:30", "sat": []}}
+    )
+    assert cal.week == {d: ["09:00-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")} | {"sat": []}
+    assert is_open(cal, at(BERLIN, 2027, 6, 18, 17, 0)) and not is_open(cal, at(BERLIN, 2027, 6, 19, 10, 0))
+    wrap = Calendar.model_validate({"time_zone": "UTC", "hours": {"fri-mon": "00:00-24:00"}})
+    assert sorted(wrap.week) == ["fri", "mon", "sat", "sun"]
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -108,10 +123,13 @@ def test_naive_datetime_is_refused() -> None:
         ({"time_zone": "UTC", "hours": {"mon": ["9-17"]}}, "'9-17' is not HH:MM-HH:MM"),
         ({"time_zone": "UTC", "hours": {"mon": ["24:00-24:00"]}}, "is not HH:MM-HH:MM"),
         ({"time_zone": "UTC", "hours": {"mon": ["09:00-12:00", "11:00-13:00"]}}, "overlap"),
-        ({"time_zone": "UTC", "hours": {"monday": ["09:00-12:00"]}}, "hours.monday"),
-        ({"time_zone": "UTC", "country": "XX"}, "unknown holiday country 'XX'"),
-        ({"time_zone": "UTC", "country": "DE", "subdivision": "ZZ"}, "unknown subdivision 'ZZ' of DE"),
-        ({"time_zone": "UTC", "subdivision": "BY"}, "subdivision needs a country"),
+        ({"time_zone": "UTC", "hours": {"monday": ["09:00-12:00"]}}, "unknown day 'monday'"),
+        ({"time_zone": "UTC", "holidays": {"country": "XX"}}, "unknown holiday country 'XX'"),
+        (
+            {"time_zone": "UTC", "holidays": {"country": "DE", "subdivision": "ZZ"}},
+            "unknown subdivision 'ZZ' of DE",
+        ),
+        ({"time_zone": "UTC", "holidays": {"subdivision": "BY"}}, "subdivision needs a country"),
         ({"time_zone": "UTC", "timezone": "UTC"}, "Extra inputs are not permitted"),
     ],
 )
@@ -121,8 +139,10 @@ def test_validation_errors(data: dict[str, object], message: str) -> None:
 
 
 CALENDARS = [
-    office(country="DE", subdivision="BY", holidays=["2027-06-14"]),
-    Calendar(time_zone="America/New_York", hours=WEEKDAYS_9_17, country="US"),
+    office(holidays={"country": "DE", "subdivision": "BY", "dates": ["2027-06-14"]}),
+    Calendar.model_validate(
+        {"time_zone": "America/New_York", "hours": WEEKDAYS_9_17, "holidays": {"country": "US"}}
+    ),
     Calendar(
         time_zone="Europe/Berlin", hours={"sun": ["01:30-02:30", "02:45-03:30"], "wed": ["22:00-24:00"]}
     ),

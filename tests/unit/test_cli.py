@@ -54,7 +54,7 @@ def test_missing_channel_secrets_are_named_at_start(tmp_path: Path) -> None:
     assert secret_problems(channels, env) == []
 
 
-def test_a_level_with_during_is_refused_until_calendars_exist(
+def test_a_level_during_an_undefined_calendar_is_an_error_at_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = (ROOT / "tests" / "fixtures" / "policies" / "example" / "policy-example.yaml").read_text()
@@ -66,7 +66,9 @@ def test_a_level_with_during_is_refused_until_calendars_exist(
     assert "during: business-hours" in text
     (tmp_path / "p.yaml").write_text(text)
     assert main(["check", str(tmp_path)]) == 1
-    assert "calendars are not supported by this release yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert ".during: undefined calendar 'business-hours' (defined: none)" in err
+    assert err.startswith(f"{tmp_path / 'p.yaml'}:57: escalation_policies.critical.levels[2].during")
 
 
 def test_schema_is_a_json_schema_the_shipped_policies_satisfy(capsys: pytest.CaptureFixture[str]) -> None:

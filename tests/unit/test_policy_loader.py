@@ -247,8 +247,8 @@ def test_invalid_fixture(case: str, expected: list[str]) -> None:
         pytest.param(
             {"a.yaml": BASE + "sections:\n  primary: {}\n"},
             [
-                "a.yaml:9: unknown section 'sections'; expected one of: "
-                "severities, rules, default, escalation_policies, users, schedules, templates, channels"
+                "a.yaml:9: unknown section 'sections'; expected one of: severities, rules, default, "
+                "escalation_policies, users, schedules, calendars, templates, channels"
             ],
             id="unknown-section-no-suggestion",
         ),
