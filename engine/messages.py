@@ -1,13 +1,17 @@
 """What a paged person reads: one Message per incident, action and address. Pure."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
+from engine.escalation import policy_of
 from engine.events import Action
 from engine.incident import Incident
+from engine.policy import templates
 from engine.policy.models import PolicySet
+from engine.policy.templates import common_labels
+from engine.times import rfc3339
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["AlertSummary", "Message", "build_message", "common_labels", "rfc3339", "template_kind"]
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +30,8 @@ class Message:
 
     action: Action
     incident_id: str
-    title: str  # one line, e.g. "[P0] HighErrorRate checkout: 5xx ratio above 5%"
-    body: str  # plain text, several lines
+    title: str  # the rendered subject template, one line, e.g. "[P0] checkout - 5xx ratio above 5%"
+    body: str  # the rendered body template: plain text, several lines
     severity: str  # the policy's severity name (P0..P3)
     severity_rank: int  # 0 = highest; PagerDuty maps 0 critical, 1 error, 2 warning, else info
     status: str  # incident status after the change: triggered | acknowledged | resolved | snoozed
@@ -40,20 +44,17 @@ class Message:
     actor: str = ""  # who acked/resolved, when known
     incident_url: str = ""  # link to the incident in the engine's API
     decided_ms: int = 0  # when the engine decided this notification: retries of it share the value
+    html: str = ""  # the body template rendered with alert data HTML-escaped ("": escape `body`)
 
 
-def rfc3339(ms: int) -> str:
-    """Exact to the millisecond (integer arithmetic: a float loses the last digit near year 9999)."""
-    stamp = _EPOCH + timedelta(milliseconds=ms)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def common_labels(inc: Incident) -> dict[str, str]:
-    alerts = list(inc.alerts.values())
-    if not alerts:
-        return {}
-    first = alerts[0].labels
-    return {k: v for k, v in first.items() if all(a.labels.get(k) == v for a in alerts[1:])}
+def template_kind(action: Action, level: int) -> str:
+    """The communication template a notification uses: a page at level 0 is the initial
+    notification (first cycle, repeat cycle and re-page alike), a later level an escalation."""
+    if action is Action.ACKNOWLEDGE:
+        return "acknowledge"
+    if action is Action.RESOLVE:
+        return "resolve"
+    return "trigger" if level == 0 else "escalation"
 
 
 def build_message(
@@ -66,7 +67,11 @@ def build_message(
     policies: PolicySet,
     public_url: str = "",
     decided_ms: int = 0,
+    now_ms: int = 0,
 ) -> Message:
+    """The notification, worded by the incident's policy's templates (else the top-level ones,
+    else the built-in defaults). `now_ms` (default: `decided_ms`, else the incident's creation) is
+    the time the words describe: retries of one delivery share `decided_ms`, so they read the same."""
     rank = (
         policies.severity_rank(inc.severity)
         if inc.severity in policies.severities
@@ -91,11 +96,28 @@ def build_message(
         )
         for a in inc.alerts.values()
     )
+    # engine.escalation imports this module (rfc3339): import it late
+
+    kind = template_kind(action, level)
+    own = policy_of(inc, policies).templates
+    chosen = own if own is not None else policies.templates
+    sev = policies.severities.get(inc.severity)
+    ctx = templates.context(
+        inc,
+        kind=kind,
+        level=level,
+        now_ms=now_ms or decided_ms or inc.created_ms,
+        severity_description=sev.description if sev is not None else "",
+        external_url=url,
+        paged=inc.paged,
+    )
+    subject, body = templates.render(chosen, kind, ctx)
+    _, html = templates.render(chosen, kind, ctx, html=True)
     return Message(
         action=action,
         incident_id=inc.id,
-        title=f"[{inc.severity}] {inc.title}",  # the same for every message: mail clients thread by subject
-        body=_body(inc, action, level, policies, url),
+        title=subject,  # threading is by References (notifiers/email.py), so it may vary per kind
+        body=body,
         severity=inc.severity,
         severity_rank=rank,
         status=inc.status.value,
@@ -108,30 +130,5 @@ def build_message(
         actor=actor or "",
         incident_url=url,
         decided_ms=decided_ms,
+        html=html,
     )
-
-
-def _body(inc: Incident, action: Action, level: int, policies: PolicySet, url: str) -> str:
-    sev = policies.severities.get(inc.severity)
-    lines = [f"Incident {inc.id}: {inc.title}"]
-    lines.append(f"Severity: {inc.severity}" + (f" ({sev.description})" if sev and sev.description else ""))
-    lines.append(
-        f"Status: {inc.status.value}"
-        + (f", escalation level {level + 1}" if action is Action.TRIGGER else "")
-    )
-    lines.append(f"Triggered: {rfc3339(inc.created_ms)}")
-    if inc.acked_by:
-        lines.append(f"Acknowledged by: {inc.acked_by}")
-    if inc.resolved_by:
-        lines.append(f"Resolved by: {inc.resolved_by}")
-    firing = inc.firing()
-    lines.append(f"Alerts: {len(firing)} firing, {len(inc.alerts) - len(firing)} resolved")
-    for a in list(inc.alerts.values())[:20]:
-        name = a.labels.get("alertname", a.fingerprint)
-        summary = a.annotations.get("summary") or a.annotations.get("description") or ""
-        lines.append(f"  [{a.status.value}] {name} {a.labels.get('instance', '')} {summary}".rstrip())
-        if runbook := a.annotations.get("runbook_url"):
-            lines.append(f"    runbook: {runbook}")
-    if url and action is Action.TRIGGER:
-        lines.append(f"Acknowledge: POST {url}/ack  ·  Resolve: POST {url}/resolve")
-    return "\n".join(lines)

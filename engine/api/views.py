@@ -6,8 +6,8 @@ from typing import Any, Literal
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12
 
 from engine.incident import Incident
-from engine.messages import rfc3339
 from engine.timeline import TimelineEntry
+from engine.times import rfc3339
 
 Stamp = str | None  # RFC 3339 with milliseconds and Z, or null
 

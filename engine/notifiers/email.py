@@ -57,7 +57,7 @@ def _is_web_url(url: str) -> bool:
 
 def text_body(message: Message) -> str:
     lines = [message.body.rstrip()]
-    if message.incident_url:
+    if message.incident_url and message.incident_url not in message.body:  # the default templates link it
         lines += ["", f"Incident: {message.incident_url}"]
     lines += ["", "-- ", f"Incident {message.incident_id} · sent to {message.target} by escalation-engine"]
     return "\n".join(lines) + "\n"
@@ -70,9 +70,13 @@ def _link_or_text(url: str, text: str) -> str:
 
 
 def html_body(message: Message) -> str:
-    """A simple HTML version of `message`; every piece of alert text is escaped."""
+    """A simple HTML version of `message`; every piece of alert text is escaped.
+
+    The body is `message.html`, the body template rendered with its values escaped (a template's own
+    markup is the policy author's); a Message without it shows `message.body`, escaped here."""
     esc = html.escape
     title = _one_line(message.title)
+    shown = message.html.rstrip() if message.html else esc(message.body.rstrip())
     cell = 'style="padding:2px 8px;border:1px solid #ddd;vertical-align:top"'
     parts = [
         "<!DOCTYPE html>",
@@ -80,7 +84,7 @@ def html_body(message: Message) -> str:
         '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">',
         '<p style="font-size:16px;font-weight:bold;margin:0 0 8px">' + esc(title) + "</p>",
         '<pre style="font-family:Menlo,Consolas,monospace;font-size:13px;white-space:pre-wrap;'
-        'margin:0 0 12px">' + esc(message.body.rstrip()) + "</pre>",
+        'margin:0 0 12px">' + shown + "</pre>",
     ]
     links = []
     if message.incident_url:

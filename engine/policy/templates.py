@@ -20,6 +20,7 @@ from pydantic import AfterValidator
 from engine.alerts import AlertStatus
 from engine.incident import AlertState, Incident, Status
 from engine.policy.base import Model
+from engine.times import rfc3339
 
 KINDS = ("trigger", "escalation", "update", "acknowledge", "resolve")
 _MAX_SEQUENCE = 100_000  # `'x' * n` and `[..] * n` longer than this are refused
@@ -152,6 +153,15 @@ def _service(inc: Incident, common: dict[str, str]) -> str:
     return "multiple services" if named else "unknown service"
 
 
+def common_labels(inc: Incident) -> dict[str, str]:
+    """The labels every alert of the incident shares."""
+    alerts = list(inc.alerts.values())
+    if not alerts:
+        return {}
+    first = alerts[0].labels
+    return {k: v for k, v in first.items() if all(a.labels.get(k) == v for a in alerts[1:])}
+
+
 def context(
     inc: Incident,
     *,
@@ -165,7 +175,6 @@ def context(
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
     # engine.messages imports engine.policy.models, which may import this module: import it late
-    from engine.messages import common_labels, rfc3339
 
     alerts = list(inc.alerts.values())
     common = common_labels(inc)
@@ -248,6 +257,9 @@ Alerts: {{ incident.firing }} firing, {{ incident.alert_count - incident.firing 
 {% endfor %}
 {% if external_url %}
 Details: {{ external_url }}
+{% if kind in ("trigger", "escalation") %}
+Acknowledge: POST {{ external_url }}/ack  ·  Resolve: POST {{ external_url }}/resolve
+{% endif %}
 {% endif %}
 """
 _NEXT = "\nNext update in: {{ incident.next_update or 'when the status changes' }}\n"

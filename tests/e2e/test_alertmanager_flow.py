@@ -91,7 +91,7 @@ async def test_alertmanager_to_pages_ack_and_resolve(
         trigger = pd.events[0]
         assert trigger["event_action"] == "trigger" and trigger["routing_key"] == ROUTING_KEY
         assert trigger["payload"]["severity"] == "critical"
-        assert trigger["payload"]["summary"].startswith("[P0] CheckoutDown checkout: checkout returns 5xx")
+        assert trigger["payload"]["summary"].startswith("[P0] checkout - checkout returns 5xx")
         incident_id = trigger["dedup_key"]
 
         # level 2 at 3s after the trigger: not before its deadline

@@ -20,7 +20,7 @@ from engine.errors import PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import AlertSummary, Message
 from engine.notifiers import EmailNotifier, build_notifiers
-from engine.notifiers.email import thread_root
+from engine.notifiers.email import build_email, html_body, text_body, thread_root
 from tests.servers import free_port
 
 HOST = "127.0.0.1"
@@ -234,6 +234,23 @@ async def test_html_part_escapes_alert_text(smtp_server: StartServer) -> None:
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert 'href="javascript:' not in page  # a non-http runbook URL stays text
     assert 'href="http://prom.example/graph?g0.expr=a&amp;g0.tab=1"' in page
+
+
+def test_html_part_shows_the_html_rendering_and_text_links_the_incident_once() -> None:
+    rendered = replace(
+        MESSAGE,
+        body=f"Status: Triggered <x>\nDetails: {MESSAGE.incident_url}",
+        html=f"Status: Triggered &lt;x&gt;\nDetails: {MESSAGE.incident_url}",
+    )
+
+    mail = build_email(rendered, SENDER, hostname_for_ids="alerts.example.com")
+
+    text = text_body(rendered)
+    assert text.startswith(rendered.body + "\n") and text.count(MESSAGE.incident_url) == 1
+    page = html_body(rendered)
+    assert "Status: Triggered &lt;x&gt;" in page and "&amp;lt;" not in page  # escaped once, in the template
+    assert html_body(MESSAGE).count("&lt;script&gt;") == 1  # no `html`: the body is escaped here
+    assert mail["Subject"] == "[P1] HighErrorRate checkout"
 
 
 # ---- threading -----------------------------------------------------------------------------------
