@@ -13,7 +13,6 @@ from engine.times import rfc3339
 __all__ = ["AlertSummary", "Message", "build_message", "common_labels", "rfc3339", "template_kind"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class AlertSummary:
     fingerprint: str
@@ -96,11 +95,10 @@ def build_message(
         )
         for a in inc.alerts.values()
     )
-    # engine.escalation imports this module (rfc3339): import it late
 
     kind = template_kind(action, level)
-    own = policy_of(inc, policies).templates
-    chosen = own if own is not None else policies.templates
+    name = policy_of(inc, policies).templates or "default"
+    chosen = policies.templates.get(name)  # None: the built-in defaults
     sev = policies.severities.get(inc.severity)
     ctx = templates.context(
         inc,

@@ -16,7 +16,7 @@ from pydantic import (
 from engine.policy.base import Model
 from engine.policy.calendars import Calendar
 from engine.policy.channels import CHANNEL_KINDS, Channels
-from engine.policy.durations import parse_duration_ms
+from engine.policy.durations import format_duration_ms, parse_duration_ms
 from engine.policy.matchers import Matcher, parse_matcher
 from engine.policy.schedules import Schedule
 from engine.policy.templates import TemplateSet
@@ -112,6 +112,24 @@ class Rule(Model):
         return all(m.matches(labels) for m in self.parsed)
 
 
+class Heartbeat(Model):
+    """The `heartbeat:` section: a rule with `heartbeat:`, named "heartbeat", matched first."""
+
+    matchers: list[MatcherText] = Field(min_length=1)
+    interval: DurationMs
+    severity: str
+    policy: str
+
+    def as_rule(self) -> "Rule":
+        return Rule(
+            name="heartbeat",
+            matchers=self.matchers,
+            severity=self.severity,
+            policy=self.policy,
+            heartbeat=format_duration_ms(self.interval),
+        )
+
+
 class Default(Model):
     severity: str
     policy: str
@@ -135,7 +153,7 @@ class EscalationPolicy(Model):
     repeat: int = Field(default=0, ge=0, le=100)
     repeat_after: DurationMs = 0
     levels: list[Level] = Field(min_length=1)
-    templates: TemplateSet | None = None  # this policy's messages; the top-level set otherwise
+    templates: str | None = None  # a set of `templates:` by name; the set named "default" otherwise
 
     @model_validator(mode="after")
     def _check_order(self) -> "EscalationPolicy":
@@ -177,8 +195,15 @@ class PolicySet(Model):
     users: dict[str, User] = {}
     schedules: dict[str, Schedule] = {}
     calendars: dict[str, Calendar] = {}
-    templates: TemplateSet | None = None  # messages for every policy without its own
+    templates: dict[str, TemplateSet] = {}  # named sets; "default" words every policy without one
+    heartbeat: Heartbeat | None = None
     channels: Channels = Channels()
+
+    @model_validator(mode="after")
+    def _heartbeat_first(self) -> "PolicySet":
+        if self.heartbeat is not None:  # frozen: set once, here, while validating
+            object.__setattr__(self, "rules", [self.heartbeat.as_rule(), *self.rules])
+        return self
 
     @model_validator(mode="after")
     def _resolve_calendars(self) -> "PolicySet":

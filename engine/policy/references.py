@@ -41,7 +41,10 @@ def _routes(data: dict[str, Any], root: Pos) -> list[str]:
     problems: list[str] = []
     severities, policies = _get(data, "severities"), _get(data, "escalation_policies")
     first_rule: dict[str, Loc] = {}
-    routed: list[tuple[Loc, object]] = [(["default"], data.get("default"))]
+    routed: list[tuple[Loc, object]] = [
+        (["default"], data.get("default")),
+        (["heartbeat"], data.get("heartbeat")),
+    ]
     routed += [(["rules", i], rule) for i, rule in _listed(data.get("rules"))]
     for loc, rule in routed:
         if not isinstance(rule, dict):
@@ -85,6 +88,11 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
                     problems += _check(root, loc, name, *references[kind])
     problems += _schedules(schedules, users, references, root)
     problems += _calendars(data, root)
+    templates = _get(data, "templates")
+    for policy, body in _get(data, "escalation_policies").items():
+        if isinstance(body, dict):
+            loc = ["escalation_policies", policy, "templates"]
+            problems += _check(root, loc, body.get("templates"), "template set", templates)
     for channel in CHANNEL_KINDS:
         if channel.user_field and channel.named_as:
             field = channel.user_field

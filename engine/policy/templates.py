@@ -15,7 +15,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AliasChoices, Field
 
 from engine.alerts import AlertStatus
 from engine.incident import AlertState, Incident, Status
@@ -101,13 +101,18 @@ class KindTemplates(Model):
 
 
 class TemplateSet(Model):
-    """Per notification kind, templates that replace the built-in defaults (each part on its own)."""
+    """Per notification kind, templates that replace the built-in defaults (each part on its own).
 
-    trigger: KindTemplates | None = None  # the initial notification (ladder level 1)
+    Spelled as the runbooks name them (initial, resolution) or as the engine's actions (trigger,
+    resolve): both are accepted."""
+
+    trigger: KindTemplates | None = Field(default=None, validation_alias=AliasChoices("initial", "trigger"))
     escalation: KindTemplates | None = None  # a page to a later level
     update: KindTemplates | None = None  # a status update posted on the incident
     acknowledge: KindTemplates | None = None
-    resolve: KindTemplates | None = None
+    resolve: KindTemplates | None = Field(
+        default=None, validation_alias=AliasChoices("resolution", "resolve")
+    )
 
 
 # Context --------------------------------------------------------------------------------------
@@ -162,6 +167,25 @@ def common_labels(inc: Incident) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(a.labels.get(k) == v for a in alerts[1:])}
 
 
+def common_annotations(inc: Incident) -> dict[str, str]:
+    """The annotations every alert of the incident shares."""
+    alerts = list(inc.alerts.values())
+    if not alerts:
+        return {}
+    first = alerts[0].annotations
+    return {k: v for k, v in first.items() if all(a.annotations.get(k) == v for a in alerts[1:])}
+
+
+def _latest(updates: list[dict[Any, Any]]) -> dict[str, Any]:
+    """The newest status update as `update` ({number, status, message}); empty ones before any."""
+    last = updates[-1] if updates else {}
+    return {
+        "number": len(updates),
+        "status": str(last.get("status", "")),
+        "message": str(last.get("text", last.get("message", ""))),
+    }
+
+
 def context(
     inc: Incident,
     *,
@@ -174,8 +198,6 @@ def context(
     updates: list[dict[Any, Any]] | None = None,
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
-    # engine.messages imports engine.policy.models, which may import this module: import it late
-
     alerts = list(inc.alerts.values())
     common = common_labels(inc)
     firing = [a for a in alerts if a.status is AlertStatus.FIRING]
@@ -206,7 +228,13 @@ def context(
             "next_update": human_duration(inc.timer_ms - now_ms) if waiting and inc.timer_ms else "",
             "firing": len(firing),
             "alert_count": len(alerts),
+            # the names the policy example's templates use
+            "started_at": rfc3339(inc.created_ms),
+            "labels": common,
+            "annotations": common_annotations(inc),
+            "alerts": [_alert(a, rfc3339) for a in alerts],
         },
+        "update": _latest(updates or []),
         "alerts": [_alert(a, rfc3339) for a in alerts],
         "labels": common,
         "external_url": external_url,

@@ -1,6 +1,9 @@
 """The dead man's switch, pure: heartbeat rules and the alert their silence raises."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from engine.alerts import AlertStatus
@@ -56,3 +59,25 @@ def test_a_rule_that_is_no_longer_a_heartbeat_raises_nothing() -> None:
 def test_a_heartbeat_needs_an_interval_and_no_continue(rule: dict[str, object]) -> None:
     with pytest.raises(ValidationError, match="heartbeat"):
         policies(**rule)
+
+
+def test_the_heartbeat_section_of_the_spec_is_a_heartbeat_rule_matched_first() -> None:
+    section = {"matchers": ['alertname="Watchdog"'], "interval": "5m", "severity": "P1", "policy": "p"}
+    p = PolicySet.model_validate({**BASE, "rules": [{**WATCHDOG, "name": "catch-all"}], "heartbeat": section})
+    assert heartbeat_rules(p) == {"heartbeat": 300_000}
+    [r] = route(p, {"alertname": "Watchdog"})
+    assert (r.rule, r.heartbeat_ms, r.severity) == ("heartbeat", 300_000, "P1")
+
+
+def test_the_heartbeat_sections_names_are_cross_checked(tmp_path: Path) -> None:
+    from engine.policy.loader import check_policies
+
+    text = yaml.safe_dump(
+        {**BASE, "heartbeat": {"matchers": ["a=b"], "interval": "5m", "severity": "P9", "policy": "p"}}
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    [problem] = check_policies(tmp_path)
+    assert (
+        problem.startswith(f"{tmp_path / 'p.yaml'}:")
+        and "heartbeat.severity: undefined severity 'P9'" in problem
+    )

@@ -21,7 +21,8 @@ URL = f"{PUBLIC}/api/v1/incidents/inc-1"
 
 
 def policy_set(top: dict[str, Any] | None = None, crit: dict[str, Any] | None = None) -> PolicySet:
-    """Two policies, `crit` (P0) and `std`; `top` and `crit` are template sets, when given."""
+    """Two policies, `crit` (P0) and `std`; `top` is the set named "default" and `crit` the set
+    named "crit" that policy `crit` picks, when given."""
     levels = [{"after": "0s", "notify": ["user:a"]}, {"after": "15m", "notify": ["user:b"]}]
     raw: dict[str, Any] = {
         "severities": {"P0": {"description": "Complete outage"}, "P1": {}},
@@ -29,10 +30,13 @@ def policy_set(top: dict[str, Any] | None = None, crit: dict[str, Any] | None = 
         "escalation_policies": {"crit": {"levels": levels}, "std": {"levels": levels}},
         "users": {"a": {"email": "a@example.com"}, "b": {"email": "b@example.com"}},
     }
+    sets = {}
     if top is not None:
-        raw["templates"] = top
+        sets["default"] = top
     if crit is not None:
-        raw["escalation_policies"]["crit"]["templates"] = crit
+        sets["crit"] = crit
+        raw["escalation_policies"]["crit"]["templates"] = "crit"
+    raw["templates"] = sets
     return PolicySet.model_validate(raw)
 
 

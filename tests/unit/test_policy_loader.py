@@ -248,7 +248,7 @@ def test_invalid_fixture(case: str, expected: list[str]) -> None:
             {"a.yaml": BASE + "sections:\n  primary: {}\n"},
             [
                 "a.yaml:9: unknown section 'sections'; expected one of: severities, rules, default, "
-                "escalation_policies, users, schedules, calendars, templates, channels"
+                "escalation_policies, users, schedules, calendars, templates, heartbeat, channels"
             ],
             id="unknown-section-no-suggestion",
         ),

@@ -97,8 +97,11 @@ def test_context_is_plain_data_of_the_documented_shape() -> None:
         "alerts",
         "labels",
         "external_url",
+        "update",
     }
+    assert ctx["update"] == {"number": 1, "status": "", "message": "x"}
     inc = ctx["incident"]
+    assert inc["started_at"] == inc["started"] and inc["alerts"] == ctx["alerts"]
     assert (inc["duration"], inc["level"], inc["started"]) == ("1h 5m", 3, "2023-11-14T22:13:20.000Z")
     assert inc["status_updates"] == [{"at": "2023-11-14T22:13:20.000Z", "actor": "bob", "text": "x"}]
     assert inc["acknowledged_by"] == "" and inc["paged"] == ["user:alice"]
@@ -194,3 +197,26 @@ def test_model_round_trips_and_stays_compiled() -> None:
     ts = load("{{ incident.id }}")
     again = TemplateSet.model_validate(ts.model_dump())
     assert again == ts and render(again, "trigger", sample_context())[1] == "inc-sample"
+
+
+def test_the_policy_examples_template_set_loads_and_renders() -> None:
+    """The runbook set of the spec's policy example (kinds named initial/resolution)."""
+    example = {
+        "initial": {
+            "subject": "[{{ incident.severity }}] {{ incident.labels.service | default('service') }}"
+            " - {{ incident.title }}",
+            "body": "Status: Investigating\nImpact: {{ incident.annotations.impact"
+            " | default(incident.severity_description) }}\nStart Time: {{ incident.started_at }}\n"
+            "{% for a in incident.alerts %}- [{{ a.status }}] {{ a.labels.alertname }}"
+            " {{ a.annotations.summary }}\n{% endfor %}Next update in: 30 minutes",
+        },
+        "update": {"subject": "UPDATE #{{ update.number }}", "body": "Status: {{ update.status | title }}"},
+        "resolution": {
+            "subject": "[RESOLVED] {{ incident.title }}",
+            "body": "Resolved by: {{ incident.resolved_by }}",
+        },
+    }
+    loaded = TemplateSet.model_validate(example)
+    assert loaded.trigger is not None and loaded.resolve is not None
+    subject, body = render(loaded, "trigger", context(incident(), kind="trigger", level=0, now_ms=T0))
+    assert subject == "[P0] service - DiskFull db" and "Status: Investigating" in body
