@@ -21,6 +21,7 @@ from engine.events import (
 from engine.incident import AlertState, Incident, Status
 from engine.policy.calendars import Calendar, next_open
 from engine.policy.durations import format_duration_ms
+from engine.policy.maintenance import window_for
 from engine.policy.models import EscalationPolicy, PolicySet
 from engine.timeline import EntryKind as K
 from engine.times import epoch_ms, rfc3339, utc
@@ -331,6 +332,11 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
     text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
     d.effects.append(Note(K.OPENED, f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
     policy = ladder_of(inc, policies)
+    if (window := window_for(policies.maintenance, top.alert.labels, now)) is not None:
+        inc.step = policy.step_count()  # recorded, never paged
+        d.effects.append(Note(K.MAINTENANCE, f"Opened during maintenance window {window.name}: not paging"))
+        _sync_timer(inc, d, policy, None)
+        return d
     if sev.calendar is not None and (opens := _opens_ms(sev.calendar, now)) > now:
         inc.anchor_ms = opens  # the whole ladder starts when business hours begin
         hours = sev.business_hours_only

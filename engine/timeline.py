@@ -10,6 +10,7 @@ class EntryKind(StrEnum):
     OPENED = "opened"
     PAGED = "paged"
     HELD = "held"
+    MAINTENANCE = "maintenance"
     ACKNOWLEDGED = "acknowledged"
     UNACKNOWLEDGED = "unacknowledged"
     RESOLVED = "resolved"

@@ -68,7 +68,7 @@ def _country_holidays(country: str, subdivision: str | None, year: int) -> froze
     return frozenset(holidays_lib.country_holidays(country, subdiv=subdivision, years=year).keys())
 
 
-def _days(key: str) -> list[Weekday]:
+def days_of(key: str) -> list[Weekday]:
     """`mon`, or a range such as `mon-fri` (wrapping ranges such as `fri-mon` allowed)."""
     first, _, last = key.partition("-")
     if first not in WEEKDAYS or (last and last not in WEEKDAYS):
@@ -145,7 +145,7 @@ class Calendar(Model):
 def _week(hours: dict[str, str | list[str]]) -> dict[Weekday, list[str]]:
     week: dict[Weekday, list[str]] = {}
     for key, windows in hours.items():
-        for day in _days(key):
+        for day in days_of(key):
             week.setdefault(day, []).extend([windows] if isinstance(windows, str) else windows)
     return week
 

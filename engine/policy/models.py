@@ -17,6 +17,7 @@ from engine.policy.base import Model
 from engine.policy.calendars import Calendar
 from engine.policy.channels import CHANNEL_KINDS, Channels
 from engine.policy.durations import format_duration_ms, parse_duration_ms
+from engine.policy.maintenance import Maintenance
 from engine.policy.matchers import Matcher, parse_matcher
 from engine.policy.schedules import Schedule
 from engine.policy.templates import TemplateSet
@@ -112,6 +113,19 @@ class Rule(Model):
         return all(m.matches(labels) for m in self.parsed)
 
 
+class Team(Model):
+    """team:NAME pages whoever its schedule has on call, or else all its members."""
+
+    schedule: str | None = None
+    members: list[str] = []
+
+    @model_validator(mode="after")
+    def _someone(self) -> "Team":
+        if self.schedule is None and not self.members:
+            raise ValueError("a team needs a schedule or members")
+        return self
+
+
 class Heartbeat(Model):
     """The `heartbeat:` section: a rule with `heartbeat:`, named "heartbeat", matched first."""
 
@@ -197,6 +211,8 @@ class PolicySet(Model):
     calendars: dict[str, Calendar] = {}
     templates: dict[str, TemplateSet] = {}  # named sets; "default" words every policy without one
     heartbeat: Heartbeat | None = None
+    maintenance: list[Maintenance] = []  # incidents opened inside a window are recorded, not paged
+    teams: dict[str, Team] = {}
     channels: Channels = Channels()
 
     @model_validator(mode="after")

@@ -73,6 +73,7 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
     references: dict[str, tuple[str, dict[Any, Any]]] = {
         "user": ("user", users),
         "schedule": ("schedule", schedules),
+        "team": ("team", _get(data, "teams")),
     }
     for channel in CHANNEL_KINDS:
         if channel.named_as:
@@ -88,6 +89,11 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
                     problems += _check(root, loc, name, *references[kind])
     problems += _schedules(schedules, users, references, root)
     problems += _calendars(data, root)
+    for team, raw in _get(data, "teams").items():
+        body = raw if isinstance(raw, dict) else {}
+        problems += _check(root, ["teams", team, "schedule"], body.get("schedule"), "schedule", schedules)
+        for i, user in _listed(body.get("members")):
+            problems += _check(root, ["teams", team, "members", i], user, "user", users)
     templates = _get(data, "templates")
     for policy, body in _get(data, "escalation_policies").items():
         if isinstance(body, dict):

@@ -47,6 +47,8 @@ def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, d
         return Resolution(_contacts(user), [name], why_empty="" if _contacts(user) else _no_contact(target))
     if kind == "schedule":
         return _schedule(target, name, policies, at_ms, depth)
+    if kind == "team":
+        return _team(target, name, policies, at_ms, depth)
     return Resolution(why_empty=f"{target}: {kind} targets cannot be delivered by this release yet")
 
 
@@ -94,3 +96,21 @@ def _schedule(target: str, name: str, policies: PolicySet, at_ms: int | None, de
     backup = resolve_target(schedule.fallback, policies, at_ms, depth + 1)
     note = f"{empty}: paging its fallback {schedule.fallback}"
     return Resolution(backup.addresses, backup.people, note, backup.why_empty)
+
+
+def _team(target: str, name: str, policies: PolicySet, at_ms: int | None, depth: int) -> Resolution:
+    """The team's schedule's on-call; when it has nobody (or the team no schedule), every member."""
+    team = policies.teams.get(name)
+    if team is None:
+        return Resolution(why_empty=f"{target}: no such team")
+    note = ""
+    if team.schedule is not None:
+        oncall_now = _schedule(f"schedule:{team.schedule}", team.schedule, policies, at_ms, depth)
+        if oncall_now.people and not oncall_now.note:
+            return oncall_now
+        note = f"{target}: nobody on call on schedule {team.schedule}: paging every member"
+    members = [m for m in team.members if m in policies.users]
+    addresses = [a for m in members for a in _contacts(policies.users[m])]
+    if not addresses:
+        return Resolution(note=note, why_empty=f"{target}: nobody on call and no member to page")
+    return Resolution(addresses, members, note if team.schedule is not None else "")

@@ -50,7 +50,7 @@ def test_a_person_is_reached_only_on_channels_the_engine_has() -> None:
     [
         ("user:nobody", "user:nobody: no such user"),
         ("schedule:primary", "schedule:primary: no such schedule"),
-        ("team:sre", "team:sre: team targets cannot be delivered by this release yet"),
+        ("team:sre", "team:sre: no such team"),
     ],
 )
 def test_a_target_that_reaches_nobody_says_why(target: str, why: str) -> None:
