@@ -23,6 +23,7 @@ from engine.policy.calendars import Calendar, next_open
 from engine.policy.durations import format_duration_ms
 from engine.policy.maintenance import window_for
 from engine.policy.models import EscalationPolicy, PolicySet
+from engine.policy.targets import resolve_target
 from engine.timeline import EntryKind as K
 from engine.times import epoch_ms, rfc3339, utc
 
@@ -36,7 +37,7 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
         return Decision(incident)  # an event for a resolved incident changes nothing
     inc = incident.clone()
     d = Decision(inc, changed=True)
-    policy = ladder_of(inc, policies)
+    policy = ladder_of(inc, policies, now_ms)
     old_timer = inc.timer_ms
     match event:
         case Acknowledge(by, note):
@@ -72,10 +73,18 @@ def policy_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
     return found or policies.escalation_policies[policies.default.policy]
 
 
-def ladder_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
-    """The policy as this incident climbs it: under a business-hours severity, every level
-    without a calendar of its own keeps to the severity's (no page outside business hours)."""
+def ladder_of(inc: Incident, policies: PolicySet, now: int) -> EscalationPolicy:
+    """The policy as this incident climbs it now: under a business-hours severity, every level
+    without a calendar of its own keeps to the severity's (no page outside business hours); under
+    on_empty: skip, the levels whose targets reach nobody now are known."""
     policy = policy_of(inc, policies)
+    if policy.on_empty == "skip":
+        policy = policy.model_copy()
+        policy._empty = frozenset(
+            i
+            for i, level in enumerate(policy.levels)
+            if not any(resolve_target(t, policies, now).addresses for t in level.notify)
+        )
     severity = policies.severities.get(inc.severity)
     if severity is None or severity.calendar is None:
         return policy
@@ -85,7 +94,9 @@ def ladder_of(inc: Incident, policies: PolicySet) -> EscalationPolicy:
             level = level.model_copy(update={"during": severity.business_hours_only})
             level._calendar = severity.calendar
         levels.append(level)
-    return policy.model_copy(update={"levels": levels})
+    shaped = policy.model_copy(update={"levels": levels})
+    shaped._empty = policy._empty
+    return shaped
 
 
 def _with_note(text: str, note: str) -> str:
@@ -122,9 +133,17 @@ def _page_due(inc: Incident, d: Decision, policy: EscalationPolicy, now: int) ->
     """Page every ladder step whose absolute deadline has passed (several after downtime)."""
     limit = policy.step_count() if inc.step_limit is None else min(inc.step_limit, policy.step_count())
     due: list[int] = []
+    levels = len(policy.levels)
     while inc.step < limit and inc.anchor_ms + policy.step_offset_ms(inc.step) <= now:
         due.append(inc.step)
         inc.step += 1
+        empty = inc.step - 1
+        if policy.reaches_nobody(empty % levels) and inc.step < limit:
+            inc.anchor_ms = now - policy.step_offset_ms(inc.step)  # the next level is due now
+            text = (
+                f"Level {empty % levels + 1} reaches nobody now: moving on to level {inc.step % levels + 1}"
+            )
+            d.effects.append(Note(K.NOBODY_ON_CALL, text))
     levels = len(policy.levels)
     for step in due:
         if step + levels not in due:  # catching up: page each level once, not once per missed repeat
@@ -242,10 +261,10 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
             Note(K.SEVERITY_RAISED, f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
         )
         inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
-        _trigger_from(inc, d, ladder_of(inc, policies), 0, now)  # re-page from the first level
+        _trigger_from(inc, d, ladder_of(inc, policies, now), 0, now)  # re-page from the first level
     if not inc.firing():
         _resolve(inc, d, ALERTMANAGER, "All alerts resolved", now)
-    _sync_timer(inc, d, ladder_of(inc, policies), old_timer)
+    _sync_timer(inc, d, ladder_of(inc, policies, now), old_timer)
     return d
 
 
@@ -331,7 +350,7 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
     sev = policies.severities[inc.severity]
     text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
     d.effects.append(Note(K.OPENED, f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
-    policy = ladder_of(inc, policies)
+    policy = ladder_of(inc, policies, now)
     if (window := window_for(policies.maintenance, top.alert.labels, now)) is not None:
         inc.step = policy.step_count()  # recorded, never paged
         d.effects.append(Note(K.MAINTENANCE, f"Opened during maintenance window {window.name}: not paging"))

@@ -167,6 +167,7 @@ class EscalationPolicy(Model):
     repeat: int = Field(default=0, ge=0, le=100)
     repeat_after: DurationMs = 0
     levels: list[Level] = Field(min_length=1)
+    on_empty: Literal["wait", "skip"] = "wait"  # skip: a level that reaches nobody moves on at once
     templates: str | None = None  # a set of `templates:` by name; the set named "default" otherwise
 
     @model_validator(mode="after")
@@ -177,6 +178,12 @@ class EscalationPolicy(Model):
         if self.repeat and self.cycle_ms() == 0:
             raise ValueError("repeat needs repeat_after or a level with a later `after`")
         return self
+
+    _empty: frozenset[int] = PrivateAttr(default=frozenset())
+
+    def reaches_nobody(self, level: int) -> bool:
+        """Set by the state machine for the instant it decides at (see escalation.ladder_of)."""
+        return level in self._empty
 
     def cycle_ms(self) -> int:
         """Length of one pass of the ladder: last level's offset plus the pause before repeating."""

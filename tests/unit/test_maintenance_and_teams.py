@@ -15,6 +15,18 @@ from engine.policy.targets import Address, resolve_target
 from tests.unit.escalation_helpers import alert, received
 
 BERLIN = ZoneInfo("Europe/Berlin")
+DAYS = {
+    "time_zone": "Europe/Berlin",
+    "rotations": [
+        {
+            "participants": ["a"],
+            "shift": "1d",
+            "handoff": "09:00",
+            "start": "2027-01-04",
+            "only": [{"days": ["mon-fri"], "from": "09:00", "to": "17:00"}],
+        }
+    ],
+}
 POLICIES = PolicySet.model_validate(
     {
         "severities": {"P1": {}},
@@ -86,3 +98,39 @@ def test_a_team_pages_its_schedules_on_call_or_else_every_member() -> None:
     assert night.note == "team:sre: nobody on call on schedule days: paging every member"
     assert resolve_target("team:db", POLICIES, 0).people == ["c"]
     assert resolve_target("team:nope", POLICIES, 0).why_empty == "team:nope: no such team"
+
+
+def on_empty(mode: str) -> PolicySet:
+    return PolicySet.model_validate(
+        {
+            "users": {"a": {"email": "a@x"}, "b": {"email": "b@x"}, "c": {"email": "c@x"}},
+            "severities": {"P1": {}},
+            "default": {"severity": "P1", "policy": "p"},
+            "schedules": {"days": DAYS},
+            "escalation_policies": {
+                "p": {
+                    "on_empty": mode,
+                    "levels": [
+                        {"after": "0s", "notify": ["schedule:days"]},
+                        {"after": "30m", "notify": ["user:b"]},
+                        {"after": "1h", "notify": ["user:c"]},
+                    ],
+                }
+            },
+        }
+    )
+
+
+def test_on_empty_skip_moves_to_the_next_level_at_once_when_nobody_is_on_call() -> None:
+    night = ms(2027, 1, 5, 20)  # the schedule only covers weekdays 09:00-17:00
+    d = decide(None, received(alert(starts=night), route=ROUTE), night, on_empty("skip"))
+    pages = [e.targets for e in d.effects if isinstance(e, Notify) and e.action is Action.TRIGGER]
+    assert pages == [("schedule:days",), ("user:b",)]
+    notes = [e.text for e in d.effects if isinstance(e, Note) and e.kind == "nobody_on_call"]
+    assert notes == ["Level 1 reaches nobody now: moving on to level 2"]
+    assert d.incident is not None and d.incident.timer_ms == night + 30 * 60_000  # level 3 keeps its spacing
+    waited = decide(None, received(alert(starts=night), route=ROUTE), night, on_empty("wait"))
+    assert [e.targets for e in waited.effects if isinstance(e, Notify)] == [("schedule:days",)]
+    daytime = ms(2027, 1, 5, 10)
+    d = decide(None, received(alert(starts=daytime), route=ROUTE), daytime, on_empty("skip"))
+    assert [e.targets for e in d.effects if isinstance(e, Notify)] == [("schedule:days",)]  # someone's there
