@@ -75,6 +75,7 @@ typecheck: install
 # Everything: deploy/ checks, lint, types, policy check, unit + real Redis/Cluster + real Alertmanager tests.
 test: install alertmanager prometheus deploy-check lint typecheck
 	$(BIN)/escalation-engine check policies
+	$(BIN)/escalation-engine test policies/tests --policies policies
 	$(BIN)/python -m pytest -q
 
 unit: install

@@ -4,7 +4,7 @@ import argparse
 from types import ModuleType
 
 from engine import __version__
-from engine.cli import check, oncall, route, schema, serve, simulate
+from engine.cli import check, diff, oncall, policytests, route, schema, serve, simulate
 
 # a verb module has HELP, add_arguments(parser) and run(args) -> exit code
 VERBS: dict[str, ModuleType] = {
@@ -14,6 +14,8 @@ VERBS: dict[str, ModuleType] = {
     "schema": schema,
     "route": route,
     "simulate": simulate,
+    "test": policytests,
+    "diff": diff,
 }
 
 
