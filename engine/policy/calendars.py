@@ -21,12 +21,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property, lru_cache
 from itertools import pairwise
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
 from pydantic import AfterValidator, field_validator, model_validator
 
-from engine.policy.base import Model
+from engine.policy.base import Model, TimeZoneName
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -101,19 +101,10 @@ class Holidays(Model):
 
 
 class Calendar(Model):
-    time_zone: str
+    time_zone: TimeZoneName
     # a day (mon) or a range (mon-fri) -> one window "09:00-17:30" or a list of them
     hours: dict[str, WindowText | list[WindowText]] = {}
     holidays: Holidays = Holidays()
-
-    @field_validator("time_zone")
-    @classmethod
-    def _check_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
-        return value
 
     @field_validator("hours")
     @classmethod

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, cached_property
 from itertools import pairwise
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -43,7 +43,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.policy.base import Model
+from engine.policy.base import Model, TimeZoneName
 from engine.policy.durations import parse_duration_ms
 
 HOUR_MS = 3_600_000
@@ -185,19 +185,10 @@ class Override(Model):
 
 
 class Schedule(Model):
-    time_zone: str
+    time_zone: TimeZoneName
     layers: list[Layer] = Field(default=[], validation_alias=AliasChoices("rotations", "layers"))
     overrides: list[Override] = []
     fallback: str | None = None
-
-    @field_validator("time_zone")
-    @classmethod
-    def _check_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
-        return value
 
     @field_validator("fallback")
     @classmethod
