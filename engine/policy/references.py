@@ -3,6 +3,7 @@
 from typing import Any
 
 from engine.policy.channels import CHANNEL_KINDS
+from engine.policy.matchers import parse_matcher
 from engine.policy.problems import dotted
 from engine.policy.yamlpos import Loc, Pos, other
 
@@ -33,7 +34,43 @@ def _check(root: Pos, loc: Loc, name: object, what: str, defined: dict[Any, Any]
 def cross_check(data: dict[str, Any], root: Pos) -> list[str]:
     """Names that must refer to something defined. Runs on raw data, so it reports even when
     validation failed elsewhere; shapes that are wrong are left to validation."""
-    return _routes(data, root) + _targets(data, root)
+    return _routes(data, root) + _targets(data, root) + _shadowed(data, root)
+
+
+def _matcher_set(rule: object) -> frozenset[tuple[str, str, str]] | None:
+    """A rule's matchers as (name, op, value); None when they do not parse (validation says why)."""
+    texts = rule.get("matchers") if isinstance(rule, dict) else None
+    if not isinstance(texts, list) or not texts:
+        return None
+    try:
+        found = [parse_matcher(t) for t in texts if isinstance(t, str)]
+    except ValueError:
+        return None
+    return frozenset((m.name, m.op, m.value) for m in found) if len(found) == len(texts) else None
+
+
+def _shadowed(data: dict[str, Any], root: Pos) -> list[str]:
+    """A rule that can never match: an earlier rule without `continue` asks for a subset of its
+    matchers, so every alert it would take has already been taken."""
+    problems: list[str] = []
+    earlier: list[tuple[int, frozenset[tuple[str, str, str]]]] = []
+    rules = _listed(data.get("rules"))
+    for i, rule in rules:
+        mine = _matcher_set(rule)
+        if mine is None:
+            continue
+        for j, theirs in earlier:
+            if theirs <= mine:
+                where = root.find(["rules", i, "matchers"]).where
+                first = other(root.find(["rules", j, "matchers"]).where, where)
+                problems.append(
+                    f"{where}: rules[{i}].matchers: this rule can never match: rules[{j}] ({first}) "
+                    "already takes every alert it would, and does not `continue`"
+                )
+                break
+        if isinstance(rule, dict) and not rule.get("continue"):
+            earlier.append((i, mine))
+    return problems
 
 
 def _routes(data: dict[str, Any], root: Pos) -> list[str]:

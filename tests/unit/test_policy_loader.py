@@ -355,3 +355,23 @@ def test_the_specs_policy_example_is_refused_only_for_what_is_not_built_yet() ->
         "channels: unknown key 'teams'; expected one of: slack, email, pagerduty, webhook",
         "channels: unknown key 'telegram'; expected one of: slack, email, pagerduty, webhook",
     ]
+
+
+def test_a_rule_an_earlier_catch_all_shadows_is_an_error_at_its_line(tmp_path: Path) -> None:
+    import yaml
+
+    def rule(name: str, *matchers: str, **extra: object) -> dict[str, object]:
+        return {"name": name, "matchers": list(matchers), "severity": "P1", "policy": "standard", **extra}
+
+    example = ROOT / "tests" / "fixtures" / "policies" / "example" / "policy-example.yaml"
+    policies = yaml.safe_load(example.read_text())
+    policies["rules"] = [
+        rule("all-critical", 'severity="critical"'),
+        rule("critical-db", 'service="db"', 'severity="critical"'),
+        rule("fan-out", 'team="sre"', **{"continue": True}),
+        rule("sre-errors", 'team="sre"', 'severity="error"'),
+    ]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(policies, sort_keys=False))
+    problems = check_policies(tmp_path)
+    assert len(problems) == 1, problems  # a `continue` rule shadows nothing
+    assert ": rules[1].matchers: this rule can never match: rules[0] (line " in problems[0]
