@@ -23,10 +23,15 @@ class OutboxMessage:
     decided_ms: int  # when the engine decided it: retries of it share the value
     address: Address | None = None
     attempt: int = 0
+    followup: bool = False  # a person's own later step: only while the incident is unacknowledged
 
     def retry(self, address: Address) -> "OutboxMessage":
         """This message again, to the one address that failed, one attempt later."""
         return dataclasses.replace(self, address=address, attempt=self.attempt + 1)
+
+    def followup_to(self, address: Address) -> "OutboxMessage":
+        """A person's own later step (their notification rules), to one address."""
+        return dataclasses.replace(self, address=address, attempt=0, followup=True)
 
     def again(self) -> "OutboxMessage":
         """This message again, one attempt later (after a failure that names no address)."""
@@ -45,6 +50,8 @@ class OutboxMessage:
             raw |= {"channel": self.address.channel, "address": self.address.name}
         if self.address is not None or self.attempt:
             raw["attempt"] = self.attempt
+        if self.followup:
+            raw["followup"] = True
         return json.dumps(raw, sort_keys=True)
 
     @classmethod
@@ -59,4 +66,5 @@ class OutboxMessage:
             decided_ms=int(raw.get("at_ms", 0)),
             address=address,
             attempt=int(raw.get("attempt", 0)),
+            followup=bool(raw.get("followup", False)),
         )

@@ -171,6 +171,8 @@ class Delivery:
             retry_in_s = await self._send(inc, msg, address, policies)
             if retry_in_s is not None:
                 retries.append((self.clock.now_ms() + int(retry_in_s * 1000), msg.retry(address)))
+        # people's own later steps wait in the retry set, parked in the same step as the ack
+        retries += [(msg.decided_ms + after, msg.followup_to(address)) for after, address in todo.later]
         if retries:
             await self.store.retry_later(entry, retries)
         else:

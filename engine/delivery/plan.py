@@ -17,6 +17,7 @@ class Plan:
     skipped: str = ""  # why the notification no longer applies ("" when it does)
     unreachable: str = ""  # why the target reached nobody ("" when it reached someone)
     note: str = ""  # for the timeline: nobody on call, so a fallback was paged
+    later: tuple[tuple[int, Address], ...] = ()  # people's own later steps: (after_ms, to)
 
 
 def plan(
@@ -26,13 +27,16 @@ def plan(
     on call now (a page sent late goes to whoever is on call when it is sent)."""
     if why := stale(inc, msg.action, policies):
         return Plan(skipped=why)
+    if msg.followup and inc.status is not Status.TRIGGERED:  # a person's later step: unacked only
+        return Plan(skipped=f"incident is {inc.status} now")
     if msg.address is not None:  # a retry: only the address that failed
         return Plan(sends=(msg.address,))
     found = resolve_target(msg.target, policies, now_ms)
     sends = reachable(msg.target, found.addresses, channels)
-    if not sends:
+    if not sends and not found.later:
         return Plan(unreachable=found.why_empty or found.note or _no_channel(msg.target, found.addresses))
-    return Plan(sends=tuple(sends), note=found.note)
+    later = tuple((after, a) for after, a in found.later if reachable(msg.target, [a], channels))
+    return Plan(sends=tuple(sends), note=found.note, later=later)
 
 
 def _no_channel(target: str, addresses: list[Address]) -> str:

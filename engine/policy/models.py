@@ -198,12 +198,31 @@ class EscalationPolicy(Model):
         return cycle * self.cycle_ms() + self.levels[level].after
 
 
+class NotifyRule(Model):
+    """One step of a person's own notification rules, while the incident is unacknowledged."""
+
+    after: DurationMs  # from the page that reached this person
+    via: str  # a channel kind (their own address there: email, slack) or a target such as pagerduty:platform
+
+    @field_validator("via")
+    @classmethod
+    def _check_via(cls, value: str) -> str:
+        kind, sep, name = value.partition(":")
+        channels = [k.name for k in CHANNEL_KINDS]
+        if kind not in channels or (sep and not name):
+            raise ValueError(
+                f"via {value!r}: use a channel ({', '.join(channels)}) or a target such as pagerduty:NAME"
+            )
+        return value
+
+
 class User(Model):
     name: str = ""
     email: str | None = None
     slack: str | None = None
     phone: str | None = None
     pagerduty: str | None = None  # a pagerduty service name to page for this user
+    notify: list[NotifyRule] = []  # none: every contact method at once
 
 
 class PolicySet(Model):

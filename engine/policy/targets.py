@@ -33,6 +33,7 @@ class Resolution:
     people: list[str] = field(default_factory=list)  # users reached, by name
     note: str = ""  # what the timeline should know: nobody on call, a fallback paged
     why_empty: str = ""  # why nobody is reached ("" when someone is)
+    later: list[tuple[int, Address]] = field(default_factory=list)  # people's own later steps: (after_ms, to)
 
 
 def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, depth: int = 0) -> Resolution:
@@ -44,7 +45,8 @@ def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, d
         user = policies.users.get(name)
         if user is None:
             return Resolution(why_empty=f"{target}: no such user")
-        return Resolution(_contacts(user), [name], why_empty="" if _contacts(user) else _no_contact(target))
+        now, later = _steps(user)
+        return Resolution(now, [name], why_empty="" if now or later else _no_contact(target), later=later)
     if kind == "schedule":
         return _schedule(target, name, policies, at_ms, depth)
     if kind == "team":
@@ -70,6 +72,37 @@ def why_unreachable(target: str, policies: PolicySet, at_ms: int | None = None) 
     return found.why_empty or _no_contact(target)
 
 
+def _steps(user: User) -> tuple[list[Address], list[tuple[int, Address]]]:
+    """Whom to reach now, and later while unacknowledged: the user's rules, else every contact."""
+    if not user.notify:
+        return _contacts(user), []
+    now: list[Address] = []
+    later: list[tuple[int, Address]] = []
+    for rule in user.notify:
+        kind, sep, name = rule.via.partition(":")
+        field = CHANNELS[kind].user_field
+        address = name if sep else (getattr(user, field) if field else None)
+        if not address:
+            continue  # a rule for a channel this person has no address on reaches nothing
+        (
+            now.append(Address(kind, address))
+            if rule.after == 0
+            else later.append((rule.after, Address(kind, address)))
+        )
+    return now, later
+
+
+def _people(names: list[str], policies: PolicySet) -> tuple[list[Address], list[tuple[int, Address]]]:
+    now: list[Address] = []
+    later: list[tuple[int, Address]] = []
+    for name in names:
+        if name in policies.users:
+            first, then = _steps(policies.users[name])
+            now += first
+            later += then
+    return now, later
+
+
 def _contacts(user: User) -> list[Address]:
     found = ((channel, getattr(user, field)) for field, channel in _CONTACTS)
     return [Address(channel, address) for channel, address in found if address]
@@ -88,14 +121,16 @@ def _schedule(target: str, name: str, policies: PolicySet, at_ms: int | None, de
         return Resolution(why_empty=f"{target}: a schedule needs a time to say who is on call")
     people = oncall(schedule, at_ms)
     if people:
-        addresses = [a for p in people if p in policies.users for a in _contacts(policies.users[p])]
-        return Resolution(addresses, people, why_empty="" if addresses else _no_contact(target))
+        addresses, later = _people(people, policies)
+        return Resolution(
+            addresses, people, why_empty="" if addresses or later else _no_contact(target), later=later
+        )
     empty = f"{target}: nobody on call at {rfc3339(at_ms)}"
     if schedule.fallback is None or depth >= MAX_FALLBACKS:
         return Resolution(note=f"{empty}, and no fallback", why_empty=f"{empty}, and no fallback")
     backup = resolve_target(schedule.fallback, policies, at_ms, depth + 1)
     note = f"{empty}: paging its fallback {schedule.fallback}"
-    return Resolution(backup.addresses, backup.people, note, backup.why_empty)
+    return Resolution(backup.addresses, backup.people, note, backup.why_empty, backup.later)
 
 
 def _team(target: str, name: str, policies: PolicySet, at_ms: int | None, depth: int) -> Resolution:
@@ -110,7 +145,7 @@ def _team(target: str, name: str, policies: PolicySet, at_ms: int | None, depth:
             return oncall_now
         note = f"{target}: nobody on call on schedule {team.schedule}: paging every member"
     members = [m for m in team.members if m in policies.users]
-    addresses = [a for m in members for a in _contacts(policies.users[m])]
-    if not addresses:
+    addresses, later = _people(members, policies)
+    if not addresses and not later:
         return Resolution(note=note, why_empty=f"{target}: nobody on call and no member to page")
-    return Resolution(addresses, members, note if team.schedule is not None else "")
+    return Resolution(addresses, members, note if team.schedule is not None else "", later=later)

@@ -204,3 +204,64 @@ async def test_a_schedule_target_pages_who_is_on_call_at_send_time_and_notes_an_
         assert notes == [f"schedule:weekend: {empty}: paging its fallback user:c"]
     finally:
         await store.close()
+
+
+RULED = PolicySet.model_validate(
+    {
+        "severities": {"P1": {}},
+        "default": {"severity": "P1", "policy": "p"},
+        "escalation_policies": {
+            "p": {"until": "resolved", "levels": [{"after": "0s", "notify": ["user:alice"]}]}
+        },
+        "users": {
+            "alice": {
+                "email": "alice@x",
+                "notify": [
+                    {"after": "0s", "via": "email"},
+                    {"after": "5m", "via": "slack"},  # no Slack address: reaches nothing
+                    {"after": "10m", "via": "pagerduty:platform"},
+                ],
+            }
+        },
+    }
+)
+
+
+@pytest.mark.parametrize("ack_after_s", [None, 300])
+async def test_a_persons_own_notification_rules_run_until_someone_acknowledges(
+    redis_url: str, ack_after_s: int | None
+) -> None:
+    from engine.events import Acknowledge
+
+    store = RedisStore(await connect(redis_url))
+    clock = FakeClock()
+    metrics = Metrics(CollectorRegistry())
+    email, pagerduty = Recording(), Recording()
+    notifiers: Mapping[str, Notifier] = {"email": email, "pagerduty": pagerduty}
+    try:
+        proc = Processor(store, lambda: RULED, clock, metrics)
+        [incident_id] = (await proc.ingest(parse_payload(payload("01-firing-single.json"))[1])).incidents
+        delivery = Delivery(store, notifiers, lambda: RULED, clock, metrics, DeliveryConfig("c1"))
+        await store.ensure_groups()
+
+        async def drain() -> None:
+            await store.pump_retries(clock.now_ms())
+            for entry in await store.read_outbox("c1", 10):
+                await delivery.handle(entry)
+
+        await drain()
+        assert (email.sent, pagerduty.sent) == (["alice@x"], [])  # at once: her email
+        if ack_after_s is not None:
+            clock.advance(ack_after_s)
+            await proc.act(incident_id, Acknowledge("alice"))
+            await drain()
+        clock.advance(601 - (ack_after_s or 0))
+        await drain()
+        kinds = [(e.kind.value, e.text) for e in await store.timeline(incident_id)]
+        if ack_after_s is None:
+            assert pagerduty.sent == ["platform"]  # 10m on, still unacknowledged: her next step
+        else:
+            assert pagerduty.sent == []
+            assert ("page_skipped", "trigger to user:alice skipped: incident is acknowledged now") in kinds
+    finally:
+        await store.close()

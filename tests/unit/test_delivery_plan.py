@@ -123,3 +123,25 @@ def test_nobody_on_call_pages_the_fallback_and_says_so() -> None:
     assert bare == Plan(
         unreachable="schedule:bare: nobody on call at 2027-01-04T19:00:00.000Z, and no fallback"
     )
+
+
+def test_a_persons_rules_say_whom_to_reach_now_and_later() -> None:
+    from engine.policy.targets import resolve_target
+
+    rules = [
+        {"after": "0s", "via": "email"},
+        {"after": "10m", "via": "pagerduty:p"},
+        {"after": "5m", "via": "slack"},
+    ]
+    users = {**POLICIES.users, "a": POLICIES.users["a"].model_validate({"email": "a@x", "notify": rules})}
+    policies = POLICIES.model_copy(update={"users": users})
+    found = resolve_target("user:a", policies, NOW)
+    assert found.addresses == [Address("email", "a@x")]
+    assert found.later == [
+        (600_000, Address("pagerduty", "p"))
+    ]  # no Slack address: that step reaches nothing
+    got = plan(page("user:a"), opened(), policies, CHANNELS, NOW)
+    assert got.sends == (Address("email", "a@x"),) and got.later == ((600_000, Address("pagerduty", "p")),)
+    followup = page("user:a").followup_to(Address("pagerduty", "p"))
+    acked = after(opened(), Acknowledge("bob"))
+    assert plan(followup, acked, policies, CHANNELS, NOW).skipped  # acknowledged: later steps stop

@@ -344,14 +344,13 @@ def test_copied_shipped_policies_with_tests_subdirectory(tmp_path: Path) -> None
 
 def test_the_specs_policy_example_is_refused_only_for_what_is_not_built_yet() -> None:
     """PRODUCT.md: the example's keys are the contract. What `check` still refuses in it is the
-    list of features to come (per-user notification rules, update_every, Teams and
-    Telegram); this test shrinks as they land."""
+    list of features to come (update_every, a Telegram contact, the Teams and Telegram channels);
+    this test shrinks as they land."""
     problems = check_policies(ROOT / "tests" / "fixtures" / "policies" / "spec-example")
     assert [p.split(": ", 1)[1] for p in problems] == [
         "severities.P0: unknown key 'update_every'; expected one of: description, ack_within, "
         "business_hours_only",
-        "users.alice: unknown key 'telegram'; expected one of: name, email, slack, phone, pagerduty",
-        "users.alice: unknown key 'notify'; expected one of: name, email, slack, phone, pagerduty",
+        "users.alice: unknown key 'telegram'; expected one of: name, email, slack, phone, pagerduty, notify",
         "channels: unknown key 'teams'; expected one of: slack, email, pagerduty, webhook",
         "channels: unknown key 'telegram'; expected one of: slack, email, pagerduty, webhook",
     ]
