@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema, field_validator, model_validator
 
 from engine.policy.base import Model, TimeZoneName
 
@@ -56,6 +56,14 @@ def _check_window(text: str) -> str:
 
 
 WindowText = Annotated[str, AfterValidator(_check_window)]
+# one window ("09:00-17:30") or a list of them; validated as a list, so an error is said once
+Windows = Annotated[
+    list[WindowText],
+    BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}, mode="validation"
+    ),
+]
 
 
 @lru_cache(maxsize=1)
@@ -103,12 +111,12 @@ class Holidays(Model):
 class Calendar(Model):
     time_zone: TimeZoneName
     # a day (mon) or a range (mon-fri) -> one window "09:00-17:30" or a list of them
-    hours: dict[str, WindowText | list[WindowText]] = {}
+    hours: dict[str, Windows] = {}
     holidays: Holidays = Holidays()
 
     @field_validator("hours")
     @classmethod
-    def _check_overlap(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+    def _check_overlap(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for day, windows in _week(value).items():
             ordered = sorted(windows, key=_span)
             for before, after in pairwise(ordered):
@@ -133,11 +141,11 @@ class Calendar(Model):
         return h.country is not None and day in _country_holidays(h.country, h.subdivision, day.year)
 
 
-def _week(hours: dict[str, str | list[str]]) -> dict[Weekday, list[str]]:
+def _week(hours: dict[str, list[str]]) -> dict[Weekday, list[str]]:
     week: dict[Weekday, list[str]] = {}
     for key, windows in hours.items():
         for day in days_of(key):
-            week.setdefault(day, []).extend([windows] if isinstance(windows, str) else windows)
+            week.setdefault(day, []).extend(windows)
     return week
 
 

@@ -374,3 +374,34 @@ def test_a_rule_an_earlier_catch_all_shadows_is_an_error_at_its_line(tmp_path: P
     problems = check_policies(tmp_path)
     assert len(problems) == 1, problems  # a `continue` rule shadows nothing
     assert ": rules[1].matchers: this rule can never match: rules[0] (line " in problems[0]
+
+
+def test_a_directory_of_one_defect_per_file_reports_each_at_its_file_and_line() -> None:
+    """tests/fixtures/policies/broken-sections: a valid base and one file per defect of the
+    policy language's sections; check finds every one, at the file and line that has it."""
+    d = ROOT / "tests" / "fixtures" / "policies" / "broken-sections"
+    found = {Path(p.split(":", 1)[0]).name: p for p in check_policies(d)}
+    expected = {
+        "bad-hours.yaml": (
+            5,
+            "calendars.night.hours.mon[0]: opening window '17:00-09:00' ends before it starts",
+        ),
+        "bad-maintenance.yaml": (2, "maintenance[0]: to must be after from"),
+        "bad-via.yaml": (5, "users.carol.notify[0].via: via 'carrier-pigeon': use a channel"),
+        "bad-zone.yaml": (3, "schedules.mars.time_zone: unknown time zone 'Mars/Olympus_Mons'"),
+        "empty-rotation.yaml": (5, "schedules.nobody.rotations[0].participants: must not be empty"),
+        "overlapping-overrides.yaml": (2, "schedules.rota: overrides overlap: alice"),
+        "shadowed-rule.yaml": (7, "rules[1].matchers: this rule can never match: rules[0] (line 3)"),
+        "template-escape.yaml": (4, "templates.escape.initial.body: template not allowed (line 1)"),
+        "template-syntax.yaml": (4, "templates.broken.initial.subject: template syntax error at line 1"),
+        "unknown-calendar.yaml": (
+            5,
+            "escalation_policies.held.levels[0].during: undefined calendar 'office'",
+        ),
+        "unknown-participant.yaml": (5, "participants[0]: undefined user 'casper'"),
+        "unknown-team-schedule.yaml": (3, "teams.sre.schedule: undefined schedule 'missing-rota'"),
+    }
+    assert set(found) == set(expected)  # one problem per broken file, none in the base
+    for name, (line, says) in expected.items():
+        assert found[name].startswith(f"{d / name}:{line}: "), found[name]
+        assert says in found[name], found[name]
