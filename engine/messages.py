@@ -97,7 +97,8 @@ def build_message(
     )
 
     kind = template_kind(action, level)
-    name = policy_of(inc, policies).templates or "default"
+    rule = next((r for r in policies.rules if r.name == inc.rule), None)
+    name = (rule.templates if rule else None) or policy_of(inc, policies).templates or "default"
     chosen = policies.templates.get(name)  # None: the built-in defaults
     sev = policies.severities.get(inc.severity)
     ctx = templates.context(

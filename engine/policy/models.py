@@ -88,6 +88,7 @@ class Rule(Model):
     # the alert this rule matches is the pipeline's heartbeat (Watchdog): it opens no incident;
     # silent this long, an "alerting pipeline silent" incident opens under this rule
     heartbeat: DurationMs | None = None
+    templates: str | None = None  # a set of `templates:` for this rule's incidents (over the policy's)
     parsed: tuple[Matcher, ...] = Field(default=(), exclude=True)
 
     @field_validator("group_by", mode="before")

@@ -125,17 +125,7 @@ def _targets(data: dict[str, Any], root: Pos) -> list[str]:
                     loc = ["escalation_policies", policy, "levels", i, "notify", j]
                     problems += _check(root, loc, name, *references[kind])
     problems += _schedules(schedules, users, references, root)
-    problems += _calendars(data, root)
-    for team, raw in _get(data, "teams").items():
-        body = raw if isinstance(raw, dict) else {}
-        problems += _check(root, ["teams", team, "schedule"], body.get("schedule"), "schedule", schedules)
-        for i, user in _listed(body.get("members")):
-            problems += _check(root, ["teams", team, "members", i], user, "user", users)
-    templates = _get(data, "templates")
-    for policy, body in _get(data, "escalation_policies").items():
-        if isinstance(body, dict):
-            loc = ["escalation_policies", policy, "templates"]
-            problems += _check(root, loc, body.get("templates"), "template set", templates)
+    problems += _calendars(data, root) + _teams(data, root) + _template_sets(data, root)
     for channel in CHANNEL_KINDS:
         if channel.user_field and channel.named_as:
             field = channel.user_field
@@ -182,4 +172,32 @@ def _calendars(data: dict[str, Any], root: Pos) -> list[str]:
             if isinstance(level, dict):
                 loc = ["escalation_policies", policy, "levels", i, "during"]
                 problems += _check(root, loc, level.get("during"), "calendar", calendars)
+    return problems
+
+
+def _teams(data: dict[str, Any], root: Pos) -> list[str]:
+    problems: list[str] = []
+    schedules, users = _get(data, "schedules"), _get(data, "users")
+    for team, raw in _get(data, "teams").items():
+        body = raw if isinstance(raw, dict) else {}
+        problems += _check(root, ["teams", team, "schedule"], body.get("schedule"), "schedule", schedules)
+        for i, user in _listed(body.get("members")):
+            problems += _check(root, ["teams", team, "members", i], user, "user", users)
+    return problems
+
+
+def _template_sets(data: dict[str, Any], root: Pos) -> list[str]:
+    """Rules and policies pick a set of `templates:` by name."""
+    problems: list[str] = []
+    templates = _get(data, "templates")
+    picks: list[tuple[Loc, object]] = [
+        (["rules", i, "templates"], rule) for i, rule in _listed(data.get("rules"))
+    ]
+    picks += [
+        (["escalation_policies", name, "templates"], body)
+        for name, body in _get(data, "escalation_policies").items()
+    ]
+    for loc, body in picks:
+        if isinstance(body, dict):
+            problems += _check(root, loc, body.get("templates"), "template set", templates)
     return problems

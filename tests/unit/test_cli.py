@@ -13,7 +13,7 @@ INVALID = ROOT / "tests" / "fixtures" / "policies" / "invalid"
 def test_check_passes_on_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(ROOT / "policies")]) == 0
     out = capsys.readouterr().out
-    assert "OK: 4 severities, 5 rules, 4 escalation policies, 9 users, 1 schedules" in out
+    assert "OK: 4 severities, 5 rules, 4 escalation policies, 9 users, 2 schedules" in out
 
 
 def test_check_reports_file_and_line_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,7 +109,7 @@ def test_oncall_says_who_is_on_call_and_the_next_handoffs(capsys: pytest.Capture
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["nobody-knows"], "no schedule 'nobody-knows' (defined: sre-primary)"),
+        (["nobody-knows"], "no schedule 'nobody-knows' (defined: sre-primary, leads)"),
         (["sre-primary", "--at", "2027-03-26T12:00"], "has no offset"),
     ],
 )

@@ -90,7 +90,7 @@ def test_shipped_policies_load() -> None:
         "low": ("acknowledged", None, 0, 0, [(0, ["email:sre-team@example.com"])]),
     }
     assert list(policies.users)[:4] == ["sre-oncall", "senior-sre", "eng-manager", "vp-eng"]
-    assert list(policies.schedules) == ["sre-primary"]
+    assert list(policies.schedules) == ["sre-primary", "leads"]
     channels = policies.channels
     assert channels.pagerduty is not None
     assert channels.webhook is not None
