@@ -5,6 +5,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -185,23 +186,23 @@ class Wiring:
 
 @contextlib.asynccontextmanager
 async def _on_sighup(handler: Callable[[], Coroutine[Any, Any, object]]) -> AsyncIterator[None]:
-    """Run `handler` on each SIGHUP, where signals can be handled (the main thread's loop)."""
+    """Run `handler` on each SIGHUP. Only the main thread can receive signals: an app run on
+    another thread (the in-process test harness) reloads through POST /-/reload alone."""
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[object]] = set()
+    main_thread = threading.current_thread() is threading.main_thread()
 
     def fire() -> None:
         task = asyncio.create_task(handler())
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    try:
+    if main_thread:
         loop.add_signal_handler(signal.SIGHUP, fire)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
-        log.debug("sighup_not_available")
     try:
         yield
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        if main_thread:
             loop.remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*pending, return_exceptions=True)
 

@@ -1,6 +1,7 @@
 """The outbox consumer: at least once, incidents in parallel, outcomes on the timeline."""
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -167,8 +168,13 @@ class Delivery:
         elif todo.unreachable:
             await self._note(inc.id, EntryKind.DELIVERY_FAILED, "engine", todo.unreachable)
         retries: list[tuple[int, OutboxMessage]] = []
+        # the words do not depend on the address: render the templates once for every send
+        message = self._message(inc, msg, policies) if todo.sends else None
         for address in todo.sends:
-            retry_in_s = await self._send(inc, msg, address, policies)
+            assert message is not None
+            retry_in_s = await self._send(
+                inc.id, msg, address, dataclasses.replace(message, address=address.name)
+            )
             if retry_in_s is not None:
                 retries.append((self.clock.now_ms() + int(retry_in_s * 1000), msg.retry(address)))
         # people's own later steps wait in the retry set, parked in the same step as the ack
@@ -179,10 +185,9 @@ class Delivery:
             await self.store.ack(entry)
 
     async def _send(
-        self, inc: Incident, msg: OutboxMessage, address: Address, policies: PolicySet
+        self, incident_id: str, msg: OutboxMessage, address: Address, message: Message
     ) -> float | None:
         """One attempt at one address; returns the delay before a retry, or None when done."""
-        message = self._message(inc, msg, address, policies)
         where = f"{msg.action} to {address.channel}:{address.name} ({msg.target})"
         notifier = self.notifiers.get(address.channel)
         started = time.monotonic()
@@ -201,21 +206,21 @@ class Delivery:
         log_at = {Outcome.SUCCESS: log.info, Outcome.RETRY: log.warning, Outcome.FAILED: log.error}
         log_at[result.outcome](
             "notification_" + result.outcome,
-            incident_id=inc.id,
+            incident_id=incident_id,
             channel=address.channel,
             attempt=msg.attempt,
             detail=result.text,
         )
-        await self._note(inc.id, result.outcome.timeline_kind, address.channel, result.text)
+        await self._note(incident_id, result.outcome.timeline_kind, address.channel, result.text)
         return result.retry_in_s
 
-    def _message(self, inc: Incident, msg: OutboxMessage, address: Address, policies: PolicySet) -> Message:
+    def _message(self, inc: Incident, msg: OutboxMessage, policies: PolicySet) -> Message:
         return build_message(
             inc,
             msg.action,
             level=msg.level,
             target=msg.target,
-            address=address.name,
+            address="",
             policies=policies,
             public_url=self.config.public_url,
             decided_ms=msg.decided_ms,

@@ -5,13 +5,14 @@ time zone; a `to` at or before `from` runs past midnight).
 """
 
 from datetime import datetime, time
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from engine.policy.base import Model, TimeZoneName
 from engine.policy.calendars import WEEKDAYS, days_of
-from engine.policy.matchers import parse_matcher
+from engine.policy.matchers import Matcher, parse_matcher
 from engine.times import utc
 
 
@@ -81,8 +82,12 @@ class Maintenance(Model):
                 raise ValueError("to must be after from")
         return self
 
+    @cached_property
+    def parsed(self) -> tuple[Matcher, ...]:
+        return tuple(parse_matcher(m) for m in self.matchers)
+
     def covers(self, labels: dict[str, str], at_ms: int) -> bool:
-        if not all(parse_matcher(m).matches(labels) for m in self.matchers):
+        if not all(m.matches(labels) for m in self.parsed):
             return False
         at = utc(at_ms)
         if self.weekly is not None:

@@ -54,22 +54,11 @@ def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, d
     return Resolution(why_empty=f"{target}: {kind} targets cannot be delivered by this release yet")
 
 
-def expand_target(target: str, policies: PolicySet, at_ms: int | None = None) -> list[Address]:
-    """The addresses `target` reaches at `at_ms`; [] when it reaches nobody."""
-    return resolve_target(target, policies, at_ms).addresses
-
-
 def reachable(target: str, addresses: list[Address], channels: Collection[str]) -> list[Address]:
     """A person is reached through the channels this engine has; the others are not errors."""
     if target.partition(":")[0] in CHANNELS:
         return addresses
     return [a for a in addresses if a.channel in channels]
-
-
-def why_unreachable(target: str, policies: PolicySet, at_ms: int | None = None) -> str:
-    """Why `target` reached nobody, for the timeline."""
-    found = resolve_target(target, policies, at_ms)
-    return found.why_empty or _no_contact(target)
 
 
 def _steps(user: User) -> tuple[list[Address], list[tuple[int, Address]]]:

@@ -160,20 +160,18 @@ def _service(inc: Incident, common: dict[str, str]) -> str:
 
 def common_labels(inc: Incident) -> dict[str, str]:
     """The labels every alert of the incident shares."""
-    alerts = list(inc.alerts.values())
-    if not alerts:
-        return {}
-    first = alerts[0].labels
-    return {k: v for k, v in first.items() if all(a.labels.get(k) == v for a in alerts[1:])}
+    return _shared([a.labels for a in inc.alerts.values()])
 
 
 def common_annotations(inc: Incident) -> dict[str, str]:
     """The annotations every alert of the incident shares."""
-    alerts = list(inc.alerts.values())
-    if not alerts:
+    return _shared([a.annotations for a in inc.alerts.values()])
+
+
+def _shared(maps: list[dict[str, str]]) -> dict[str, str]:
+    if not maps:
         return {}
-    first = alerts[0].annotations
-    return {k: v for k, v in first.items() if all(a.annotations.get(k) == v for a in alerts[1:])}
+    return {k: v for k, v in maps[0].items() if all(m.get(k) == v for m in maps[1:])}
 
 
 def _latest(updates: list[dict[Any, Any]]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from engine.ingest.alertmanager import parse_payload
 from engine.messages import Message
 from engine.metrics import Metrics
 from engine.notifiers import PagerDutyNotifier
-from engine.policy.targets import expand_target
+from engine.policy.targets import resolve_target
 from engine.processor import Processor
 from engine.store import keys
 from engine.store.connect import connect
@@ -189,10 +189,10 @@ async def test_ack_is_mirrored_to_pagerduty(rig: Rig) -> None:
 def test_targets_expand_to_contact_methods() -> None:
     from tests.unit.escalation_helpers import POLICIES as P
 
-    assert expand_target("user:a", P) == [("email", "a@x")]
-    assert expand_target("user:nobody", P) == []
-    assert expand_target("pagerduty:p", P) == [("pagerduty", "p")]
-    assert expand_target("schedule:primary", P) == []
+    assert resolve_target("user:a", P).addresses == [("email", "a@x")]
+    assert resolve_target("user:nobody", P).addresses == []
+    assert resolve_target("pagerduty:p", P).addresses == [("pagerduty", "p")]
+    assert resolve_target("schedule:primary", P).addresses == []
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:

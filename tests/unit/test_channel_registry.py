@@ -13,7 +13,7 @@ from engine.metrics import OUTCOMES, Metrics
 from engine.notifiers import build_notifiers, factory, secret_problems
 from engine.policy.channels import CHANNEL_KINDS, CHANNELS, Channels, ChannelSettings, configured
 from engine.policy.models import TARGET_KINDS, User
-from engine.policy.targets import Address, expand_target
+from engine.policy.targets import Address, resolve_target
 from tests.unit.escalation_helpers import POLICIES
 
 KINDS = [kind.name for kind in CHANNEL_KINDS]
@@ -36,7 +36,7 @@ def test_each_kind_is_a_channels_section_a_target_kind_and_a_metric_label(kind: 
     assert kind in Channels.model_fields
     assert issubclass(CHANNELS[kind].settings, ChannelSettings)
     assert kind in TARGET_KINDS
-    assert expand_target(f"{kind}:x", POLICIES) == [Address(kind, "x")]
+    assert resolve_target(f"{kind}:x", POLICIES).addresses == [Address(kind, "x")]
     registry = CollectorRegistry()
     Metrics(registry)
     for action in Action:
