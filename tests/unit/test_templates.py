@@ -220,3 +220,11 @@ def test_the_policy_examples_template_set_loads_and_renders() -> None:
     assert loaded.trigger is not None and loaded.resolve is not None
     subject, body = render(loaded, "trigger", context(incident(), kind="trigger", level=0, now_ms=T0))
     assert subject == "[P0] service - DiskFull db" and "Status: Investigating" in body
+
+
+def test_a_kind_the_set_leaves_out_uses_the_built_in_subject_and_body() -> None:
+    # the shipped `default` set gives initial/escalation/resolution only: the ack mail must still read well
+    only_trigger = load("custom trigger body")
+    subject, body = render(only_trigger, "acknowledge", sample_context("acknowledge"))
+    assert subject == "[P1] checkout - 5xx ratio above 5% (acknowledged by alice)"
+    assert "custom trigger body" not in body and "Acknowledged by: alice" in body
