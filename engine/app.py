@@ -15,21 +15,24 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from engine.api import keys
+from engine.api import actions, keys
 from engine.api.auth import make_auth
 from engine.api.middlewares import WEBHOOK_COUNTER, errors
 from engine.api.routes import setup_routes
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
+from engine.delivery.links import LinkSecret
 from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
-from engine.metrics import Metrics
+from engine.metrics import DISPATCH_QUEUE, Metrics
 from engine.notifiers import Notifier, build_notifiers, secret_problems
+from engine.policy.channels import CHANNEL_KINDS
 from engine.policy.models import PolicySet
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
 from engine.reload import Reloader, record_policies
 from engine.scheduler import Scheduler
+from engine.store import keys as keys_
 from engine.store.base import Store
 from engine.store.connect import open_store
 
@@ -126,10 +129,12 @@ class Wiring:
                 url, observe = self.settings.redis_url, self.metrics.observe_store
                 opened = await stack.enter_async_context(open_store(url, self.settings, observe))
             app[keys.store] = opened
+            app[keys.link_secret] = LinkSecret(self.settings, opened)
             app[keys.processor] = Processor(
                 opened, self.ref, self.clock, self.metrics, self.wakeups.committed
             )
             yield
+            await actions.drain()  # chat clicks answered but still acting need the store
 
     async def http(self, app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
@@ -151,6 +156,7 @@ class Wiring:
         config = _delivery_config(self.settings, f"{socket.gethostname()}-{os.getpid()}")
         channels: dict[str, Notifier] = app[notifier_set]
         delivery = Delivery(app[keys.store], channels, self.ref, self.clock, self.metrics, config)
+        delivery.link_secret = app[keys.link_secret]
         app[delivery_key] = delivery
         self.wakeups.outbox_listeners.append(delivery.wake.set)
         async with _running(delivery.run(), delivery.stop, self.settings.delivery_timeout_s + 1, "delivery"):
@@ -234,6 +240,8 @@ def _delivery_config(settings: Settings, consumer: str) -> DeliveryConfig:
         backoff_max_s=settings.delivery_backoff_max_s,
         max_attempts=settings.delivery_max_attempts,
         public_url=settings.public_url,
+        breaker_failures=settings.breaker_failures,
+        breaker_open_s=settings.breaker_open_s,
     )
 
 
@@ -249,10 +257,12 @@ async def _refresh_gauges(
     while not stopping.is_set():
         try:
             metrics.set_open_counts(await store.open_counts(), severities())
-            pending, retry, oldest_ms = await store.outbox_stats(clock.now_ms())
-            metrics.outbox_depth.labels("pending").set(pending)
-            metrics.outbox_depth.labels("retry").set(retry)
-            metrics.outbox_oldest_age.set(oldest_ms / 1000)
+            for channel in [keys_.DISPATCH, *(kind.name for kind in CHANNEL_KINDS)]:
+                pending, retry, oldest_ms = await store.outbox_stats(clock.now_ms(), channel)
+                label = channel or DISPATCH_QUEUE
+                metrics.outbox_depth.labels(label, "pending").set(pending)
+                metrics.outbox_depth.labels(label, "retry").set(retry)
+                metrics.outbox_oldest_age.labels(label).set(oldest_ms / 1000)
             for rule, seen_ms in (await store.heartbeats()).items():
                 metrics.heartbeat_seen.labels(rule).set(seen_ms / 1000)
         except Exception as exc:  # a metrics refresh must never stop the engine

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     auth_basic_password: SecretStr | None = None
     auth_basic_password_file: Path | None = None
 
+    # signs one-click acknowledge/resolve links; unset: a random secret kept in Redis for all replicas
+    link_secret: SecretStr | None = None
+    link_secret_file: Path | None = None
+    link_ttl_s: float = 86_400.0  # how long a link in a page stays usable
+
     max_body_bytes: int = 4 * 1024 * 1024
     retention_days: float = 30
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -36,6 +41,8 @@ class Settings(BaseSettings):
     delivery_backoff_s: float = 2.0
     delivery_backoff_max_s: float = 300.0
     delivery_max_attempts: int = 12
+    breaker_failures: int = 5  # consecutive failed sends to one channel endpoint open its breaker
+    breaker_open_s: float = 30.0  # then sends fail over (or wait) this long before a probe
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

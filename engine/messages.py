@@ -44,6 +44,11 @@ class Message:
     incident_url: str = ""  # link to the incident in the engine's API
     decided_ms: int = 0  # when the engine decided this notification: retries of it share the value
     html: str = ""  # the body template rendered with alert data HTML-escaped ("": escape `body`)
+    # signed one-click links by action ("acknowledge", "resolve"): GET shows a confirmation page
+    links: dict[str, str] = field(default_factory=dict)
+    paged: tuple[str, ...] = ()  # the targets paged so far, e.g. ("user:alice", "slack:#ops")
+    acknowledged_by: str = ""
+    resolved_by: str = ""
 
 
 def template_kind(action: Action, level: int) -> str:
@@ -67,6 +72,7 @@ def build_message(
     public_url: str = "",
     decided_ms: int = 0,
     now_ms: int = 0,
+    links: dict[str, str] | None = None,
 ) -> Message:
     """The notification, worded by the incident's policy's templates (else the top-level ones,
     else the built-in defaults). `now_ms` (default: `decided_ms`, else the incident's creation) is
@@ -109,6 +115,7 @@ def build_message(
         severity_description=sev.description if sev is not None else "",
         external_url=url,
         paged=inc.paged,
+        links=links,
     )
     subject, body = templates.render(chosen, kind, ctx)
     _, html = templates.render(chosen, kind, ctx, html=True)
@@ -130,4 +137,8 @@ def build_message(
         incident_url=url,
         decided_ms=decided_ms,
         html=html,
+        links=dict(links or {}),
+        paged=tuple(inc.paged),
+        acknowledged_by=inc.acked_by or "",
+        resolved_by=inc.resolved_by or "",
     )

@@ -16,7 +16,9 @@ from engine.policy.channels import CHANNEL_KINDS
 
 STATES = tuple(s.value for s in Status if s is not Status.RESOLVED)  # the gauge counts open incidents
 OUTCOMES = ("success", "retry", "failed")  # engine.delivery.retry.Outcome
-DEAD_LETTER_REASONS = ("unreadable", "crashed")  # engine.delivery.loop
+DEAD_LETTER_REASONS = ("unreadable", "crashed", "failed")  # engine.delivery
+DISPATCH_QUEUE = "dispatch"  # the `channel` label of the decided outbox, before the channel split
+DEFER_REASONS = ("rate_limit", "breaker_open")
 MAX_LEVEL_LABEL = 10  # ladder levels above this share the label "10+"
 # minutes to hours (MTTA) and to days (MTTR): the runbooks' targets are 5m..24h
 ACK_BUCKETS_S = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -135,19 +137,46 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "escalation_dead_letters_total",
-            "Outbox entries given up on for good and kept as dead letters, by reason",
-            ["reason"],
+            "Notifications given up on for good and kept as dead letters, by reason and channel",
+            ["reason", "channel"],
             registry=registry,
         )
         self.outbox_depth = Gauge(
             "escalation_outbox_depth",
-            "Notifications waiting: pending (to send or in flight) and retry (parked until due)",
-            ["queue"],
+            "Notifications waiting per queue (dispatch, then one per channel): pending (to send or "
+            "in flight) and retry (parked until due)",
+            ["channel", "queue"],
             registry=registry,
         )
         self.outbox_oldest_age = Gauge(
             "escalation_outbox_oldest_age_seconds",
-            "Age of the oldest pending outbox entry (0 when none)",
+            "Age of the oldest pending entry of each queue (0 when none)",
+            ["channel"],
+            registry=registry,
+        )
+        self.delivery_latency = Histogram(
+            "escalation_delivery_latency_seconds",
+            "From the decision to page to the provider's answer, per channel (retries included)",
+            ["channel"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "escalation_breaker_state",
+            "Circuit breaker per channel endpoint: 0 closed, 1 open, 2 half-open",
+            ["channel", "endpoint"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "escalation_failovers_total",
+            "Notifications handed to a person's next contact method, from and to channel",
+            ["from_channel", "to_channel"],
+            registry=registry,
+        )
+        self.deferred = Counter(
+            "escalation_notifications_deferred_total",
+            "Sends held back before trying: rate limit (or a provider's Retry-After), breaker open",
+            ["channel", "reason"],
             registry=registry,
         )
         # timers, store, config
@@ -208,10 +237,17 @@ class Metrics:
             for action in Action:
                 for outcome in OUTCOMES:
                     self.notifications.labels(kind.name, action.value, outcome)
-        for reason in DEAD_LETTER_REASONS:
-            self.dead_letters.labels(reason)
-        for queue in ("pending", "retry"):
-            self.outbox_depth.labels(queue)
+        queues = [DISPATCH_QUEUE, *(kind.name for kind in CHANNEL_KINDS)]
+        for channel in queues:
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(reason, channel)
+            for queue in ("pending", "retry"):
+                self.outbox_depth.labels(channel, queue)
+            self.outbox_oldest_age.labels(channel)
+        for kind in CHANNEL_KINDS:
+            self.delivery_latency.labels(kind.name)
+            for why in DEFER_REASONS:
+                self.deferred.labels(kind.name, why)
         for operation in {*STORE_OPERATIONS.values(), OTHER_STORE_OPERATION}:
             self.store_errors.labels(operation)
 

@@ -33,6 +33,14 @@ class OutboxMessage:
         """A person's own later step (their notification rules), to one address."""
         return dataclasses.replace(self, address=address, attempt=0, followup=True)
 
+    def to(self, address: Address) -> "OutboxMessage":
+        """This message narrowed to one address, as its channel's queue carries it."""
+        return dataclasses.replace(self, address=address)
+
+    def first_attempt(self) -> "OutboxMessage":
+        """This message as a fresh delivery (a re-driven dead letter)."""
+        return dataclasses.replace(self, attempt=0)
+
     def again(self) -> "OutboxMessage":
         """This message again, one attempt later (after a failure that names no address)."""
         return dataclasses.replace(self, attempt=self.attempt + 1)
@@ -48,6 +56,8 @@ class OutboxMessage:
         }
         if self.address is not None:
             raw |= {"channel": self.address.channel, "address": self.address.name}
+            if self.address.person:
+                raw["person"] = self.address.person
         if self.address is not None or self.attempt:
             raw["attempt"] = self.attempt
         if self.followup:
@@ -57,7 +67,11 @@ class OutboxMessage:
     @classmethod
     def from_json(cls, text: str | bytes) -> "OutboxMessage":
         raw = json.loads(text)
-        address = Address(str(raw["channel"]), str(raw["address"])) if "channel" in raw else None
+        address = (
+            Address(str(raw["channel"]), str(raw["address"]), str(raw.get("person", "")))
+            if "channel" in raw
+            else None
+        )
         return cls(
             incident_id=str(raw["incident_id"]),
             action=Action(raw["action"]),

@@ -28,6 +28,10 @@ class EntryKind(StrEnum):
     DELIVERED = "delivered"
     DELIVERY_RETRY = "delivery_retry"
     DELIVERY_FAILED = "delivery_failed"
+    FAILOVER = "failover"  # a person's page handed to their next contact method
+    BREAKER = "breaker"  # a channel endpoint's circuit breaker opened or closed
+    DEAD_LETTER = "dead_letter"  # kept for people to see and re-drive
+    REDRIVEN = "redriven"
 
 
 @dataclass(frozen=True, slots=True)

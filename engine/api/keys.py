@@ -4,6 +4,7 @@ from aiohttp import web
 
 from engine.api.auth import Auth
 from engine.config import Settings
+from engine.delivery.links import LinkSecret
 from engine.metrics import Metrics
 from engine.policy.ref import PolicyRef
 from engine.processor import Processor
@@ -17,3 +18,4 @@ metrics = web.AppKey("metrics", Metrics)
 auth = web.AppKey("auth", Auth)
 policies = web.AppKey("policies", PolicyRef)
 reloader = web.AppKey("reloader", Reloader)
+link_secret = web.AppKey("link_secret", LinkSecret)

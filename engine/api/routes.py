@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from engine.api import health, incidents, openapi, webhook
+from engine.api import deadletters, health, incidents, links, openapi, slack, telegram, webhook
 from engine.api.middlewares import WEBHOOK_PATH
 
 
@@ -11,6 +11,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", incidents.list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", incidents.get_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incidents.incident_action)
+    app.router.add_get("/api/v1/deadletters", deadletters.list_dead_letters)
+    app.router.add_post("/api/v1/deadletters/{id}/redrive", deadletters.redrive)
+    app.router.add_post("/api/v1/slack/interactions", slack.interactions)
+    app.router.add_post("/api/v1/telegram/updates", telegram.updates)
+    app.router.add_get("/ack/{token}", links.confirm_page)
+    app.router.add_post("/ack/{token}", links.confirm_action)
     app.router.add_get("/api/v1/openapi.json", openapi.openapi)
     app.router.add_get("/-/healthy", health.healthy)
     app.router.add_get("/-/ready", health.ready)

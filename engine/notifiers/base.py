@@ -6,6 +6,18 @@ from engine.messages import Message
 
 
 class Notifier(Protocol):
-    """Send one message; raise RetryableDeliveryError or PermanentDeliveryError on failure."""
+    """Send one message; raise RetryableDeliveryError or PermanentDeliveryError on failure.
 
-    async def send(self, message: Message) -> None: ...
+    A notifier touches no state. What a chat needs to edit or thread under its first message
+    (Slack's channel and ts, Telegram's message id) it returns from send() as an opaque string;
+    delivery keeps it per incident and address and passes it back as `thread` next time.
+    """
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
+        """Deliver `message`; return the thread reference to keep (None: keep the one held)."""
+        ...
+
+    def endpoint(self, address: str) -> str:
+        """The endpoint `address` is sent through, for its circuit breaker and rate limit
+        (a PagerDuty service, one SMTP server, a Slack channel...)."""
+        ...

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
+from markupsafe import escape
 
 from engine import __version__
 from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
@@ -69,6 +70,37 @@ def _link_or_text(url: str, text: str) -> str:
     return html.escape(url)
 
 
+_BUTTON = (
+    'style="display:inline-block;padding:8px 16px;margin:0 8px 4px 0;border-radius:4px;'
+    'color:#fff;text-decoration:none;font-weight:bold;background:{}"'
+)
+_ONE_CLICK = {"acknowledge": ("Acknowledge", "#1f6feb"), "resolve": ("Resolve", "#1a7f37")}
+
+
+def _buttons(message: Message) -> list[str]:
+    """The signed links as buttons: none once resolved, no acknowledge once acknowledged."""
+    if message.status == "resolved":
+        return []
+    buttons = [
+        f'<a href="{html.escape(url)}" {_BUTTON.format(color)}>{label}</a>'
+        for key, (label, color) in _ONE_CLICK.items()
+        if _is_web_url(url := message.links.get(key, ""))
+        and not (key == "acknowledge" and message.status == "acknowledged")
+    ]
+    return ['<p style="margin:0 0 12px">' + "".join(buttons) + "</p>"] if buttons else []
+
+
+def _linkify(shown: str, urls: list[str]) -> str:
+    """The signed links in the escaped body made clickable (a template with its own <a> is left be)."""
+    if not urls or "<a " in shown:
+        return shown
+    forms = sorted(
+        {f(url) for url in urls for f in (html.escape, lambda u: str(escape(u)))}, key=len, reverse=True
+    )
+    pattern = re.compile("|".join(re.escape(f) for f in forms))
+    return pattern.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', shown)
+
+
 def html_body(message: Message) -> str:
     """A simple HTML version of `message`; every piece of alert text is escaped.
 
@@ -77,12 +109,14 @@ def html_body(message: Message) -> str:
     esc = html.escape
     title = _one_line(message.title)
     shown = message.html.rstrip() if message.html else esc(message.body.rstrip())
+    shown = _linkify(shown, [url for url in message.links.values() if _is_web_url(url)])
     cell = 'style="padding:2px 8px;border:1px solid #ddd;vertical-align:top"'
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"><title>' + esc(title) + "</title></head>",
         '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">',
         '<p style="font-size:16px;font-weight:bold;margin:0 0 8px">' + esc(title) + "</p>",
+        *_buttons(message),
         '<pre style="font-family:Menlo,Consolas,monospace;font-size:13px;white-space:pre-wrap;'
         'margin:0 0 12px">' + shown + "</pre>",
     ]
@@ -246,7 +280,10 @@ class EmailNotifier:
             )
         return username, password
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return f"{self._host}:{self._port}"  # one SMTP server for every address
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         address = message.address.strip()
         what = f"email to {address!r} via {self._host}:{self._port}"
         credentials = self._credentials(what)
@@ -282,6 +319,7 @@ class EmailNotifier:
                     await client.quit()
         finally:
             client.close()
+        return None
 
 
 def build(

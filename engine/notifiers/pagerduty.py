@@ -120,7 +120,10 @@ class PagerDutyNotifier:
         self._routing_keys = dict(routing_keys)
         self._timeout_s = timeout_s
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return address  # 120 events/min per routing key: one limit per service
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         service = message.address
         what = f"pagerduty service {service!r}"
         key = self._routing_keys.get(service)
@@ -135,6 +138,7 @@ class PagerDutyNotifier:
             raise PermanentDeliveryError(
                 f"{what}: PagerDuty rejected the event (HTTP {status}): {_rejection(status, body)}"
             )
+        return None
 
 
 def build(

@@ -66,7 +66,10 @@ class WebhookNotifier:
         self._timeout_s = timeout_s
         self._clock = clock
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return address
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         name = message.address
         what = f"webhook endpoint {name!r}"
         entry = self._endpoints.get(name)
@@ -88,6 +91,7 @@ class WebhookNotifier:
         status, reply = await http_post(self._session, url, body, headers, self._timeout_s, what)
         if not 200 <= status < 300:
             raise PermanentDeliveryError(f"{what}: HTTP {status}: {snippet(reply)}")
+        return None
 
 
 def build(

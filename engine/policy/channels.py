@@ -80,11 +80,62 @@ class WebhookChannel(ChannelSettings):
 
 
 class SlackChannel(ChannelSettings):
-    api_url: str = "https://slack.com/api"
+    """Slack Web API with a bot token (chat:write, im:write); button clicks come back signed."""
+
+    api_url: str = "https://slack.com/api/"
     token_env: str | None = None
     token_file: str | None = None
     signing_secret_env: str | None = None
     signing_secret_file: str | None = None
+    # where a click's response_url may point (it comes from the signed payload; tests use a sink)
+    response_url_prefix: str = "https://hooks.slack.com/"
+
+    def secret_refs(self) -> list[SecretRef]:
+        return [
+            SecretRef("slack bot token", self.token_env, self.token_file),
+            SecretRef("slack signing secret", self.signing_secret_env, self.signing_secret_file),
+        ]
+
+
+class TeamsEndpoint(Model):
+    """A Teams Workflows (Power Automate) webhook: the URL carries its own signature, so it is a secret."""
+
+    url_env: str | None = None
+    url_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeamsEndpoint":
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env or url_file")
+        return self
+
+
+class TeamsChannel(ChannelSettings):
+    endpoints: dict[str, TeamsEndpoint] = {}
+
+    def named_addresses(self) -> Mapping[str, object]:
+        return self.endpoints
+
+    def secret_refs(self) -> list[SecretRef]:
+        return [
+            SecretRef(f"teams endpoint {name!r}", e.url_env, e.url_file) for name, e in self.endpoints.items()
+        ]
+
+
+class TelegramChannel(ChannelSettings):
+    """Telegram Bot API; callback queries come back with the secret token set by setWebhook."""
+
+    api_url: str = "https://api.telegram.org"
+    bot_token_env: str | None = None
+    bot_token_file: str | None = None
+    secret_token_env: str | None = None
+    secret_token_file: str | None = None
+
+    def secret_refs(self) -> list[SecretRef]:
+        return [
+            SecretRef("telegram bot token", self.bot_token_env, self.bot_token_file),
+            SecretRef("telegram secret token", self.secret_token_env, self.secret_token_file),
+        ]
 
 
 class EmailChannel(ChannelSettings):
@@ -121,8 +172,11 @@ class ChannelKind:
     names_key: str = ""
 
 
+# The order is a person's failover order: when one contact method gives up (or its breaker is
+# open), the next one of theirs in this order is tried.
 CHANNEL_KINDS: tuple[ChannelKind, ...] = (
-    ChannelKind("slack", SlackChannel, None, user_field="slack"),
+    ChannelKind("slack", SlackChannel, "slack", user_field="slack"),
+    ChannelKind("telegram", TelegramChannel, "telegram", user_field="telegram"),
     ChannelKind("email", EmailChannel, "email", user_field="email"),
     ChannelKind(
         "pagerduty",
@@ -133,6 +187,7 @@ CHANNEL_KINDS: tuple[ChannelKind, ...] = (
         names_key="services",
     ),
     ChannelKind("webhook", WebhookChannel, "webhook", named_as="webhook endpoint", names_key="endpoints"),
+    ChannelKind("teams", TeamsChannel, "teams", named_as="teams endpoint", names_key="endpoints"),
 )
 CHANNELS: dict[str, ChannelKind] = {kind.name: kind for kind in CHANNEL_KINDS}
 

@@ -220,7 +220,8 @@ class NotifyRule(Model):
 class User(Model):
     name: str = ""
     email: str | None = None
-    slack: str | None = None
+    slack: str | None = None  # a Slack member id (U...): paged by DM
+    telegram: str | None = None  # a Telegram chat id
     phone: str | None = None
     pagerduty: str | None = None  # a pagerduty service name to page for this user
     notify: list[NotifyRule] = []  # none: every contact method at once

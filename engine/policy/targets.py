@@ -25,6 +25,7 @@ _CONTACTS = sorted(
 class Address(NamedTuple):
     channel: str  # a channel kind: email, pagerduty, webhook, slack
     name: str  # channel-specific: an email address, a PagerDuty service, a webhook endpoint
+    person: str = ""  # the user reached through it ("" for a channel target): whom failover tries
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ def resolve_target(target: str, policies: PolicySet, at_ms: int | None = None, d
         user = policies.users.get(name)
         if user is None:
             return Resolution(why_empty=f"{target}: no such user")
-        now, later = _steps(user)
+        now, later = _steps(user, name)
         return Resolution(now, [name], why_empty="" if now or later else _no_contact(target), later=later)
     if kind == "schedule":
         return _schedule(target, name, policies, at_ms, depth)
@@ -61,10 +62,18 @@ def reachable(target: str, addresses: list[Address], channels: Collection[str]) 
     return [a for a in addresses if a.channel in channels]
 
 
-def _steps(user: User) -> tuple[list[Address], list[tuple[int, Address]]]:
+def user_by_contact(policies: PolicySet, channel: str, address: str) -> str | None:
+    """The user whose `channel` contact is `address` (a Slack member id, a Telegram chat id)."""
+    field = CHANNELS[channel].user_field if channel in CHANNELS else None
+    if field is None or not address:
+        return None
+    return next((name for name, u in policies.users.items() if getattr(u, field) == address), None)
+
+
+def _steps(user: User, user_name: str) -> tuple[list[Address], list[tuple[int, Address]]]:
     """Whom to reach now, and later while unacknowledged: the user's rules, else every contact."""
     if not user.notify:
-        return _contacts(user), []
+        return _contacts(user, user_name), []
     now: list[Address] = []
     later: list[tuple[int, Address]] = []
     for rule in user.notify:
@@ -74,9 +83,9 @@ def _steps(user: User) -> tuple[list[Address], list[tuple[int, Address]]]:
         if not address:
             continue  # a rule for a channel this person has no address on reaches nothing
         (
-            now.append(Address(kind, address))
+            now.append(Address(kind, address, user_name))
             if rule.after == 0
-            else later.append((rule.after, Address(kind, address)))
+            else later.append((rule.after, Address(kind, address, user_name)))
         )
     return now, later
 
@@ -86,15 +95,21 @@ def _people(names: list[str], policies: PolicySet) -> tuple[list[Address], list[
     later: list[tuple[int, Address]] = []
     for name in names:
         if name in policies.users:
-            first, then = _steps(policies.users[name])
+            first, then = _steps(policies.users[name], name)
             now += first
             later += then
     return now, later
 
 
-def _contacts(user: User) -> list[Address]:
+def _contacts(user: User, user_name: str) -> list[Address]:
     found = ((channel, getattr(user, field)) for field, channel in _CONTACTS)
-    return [Address(channel, address) for channel, address in found if address]
+    return [Address(channel, address, user_name) for channel, address in found if address]
+
+
+def contact_methods(user: User, user_name: str) -> list[Address]:
+    """A person's contact methods in failover order (the registry's order: Slack, Telegram, email...)."""
+    order = [kind.name for kind in CHANNEL_KINDS]
+    return sorted(_contacts(user, user_name), key=lambda a: order.index(a.channel))
 
 
 def _no_contact(target: str) -> str:

@@ -194,6 +194,7 @@ def context(
     external_url: str = "",
     paged: list[str] | None = None,
     updates: list[dict[Any, Any]] | None = None,
+    links: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
     alerts = list(inc.alerts.values())
@@ -236,6 +237,9 @@ def context(
         "alerts": [_alert(a, rfc3339) for a in alerts],
         "labels": common,
         "external_url": external_url,
+        # signed one-click links ("" when the engine has no public URL): GET asks, POST acts
+        "ack_url": (links or {}).get("acknowledge", ""),
+        "resolve_url": (links or {}).get("resolve", ""),
     }
 
 
@@ -257,6 +261,7 @@ def sample_context(kind: str = "trigger") -> dict[str, Any]:
     return context(
         inc, kind=kind, level=1, now_ms=1_700_003_900_000, severity_description="Major degradation",
         external_url="https://oncall.example/incidents/inc-sample", updates=updates,
+        links={"acknowledge": "https://oncall.example/ack/t1", "resolve": "https://oncall.example/ack/t2"},
     )  # fmt: skip
 
 
@@ -283,9 +288,19 @@ Alerts: {{ incident.firing }} firing, {{ incident.alert_count - incident.firing 
 {% endfor %}
 {% if external_url %}
 Details: {{ external_url }}
+{% endif %}
 {% if kind in ("trigger", "escalation") %}
+{% if ack_url %}
+Acknowledge: {{ ack_url }}
+{% endif %}
+{% if resolve_url %}
+Resolve: {{ resolve_url }}
+{% endif %}
+{% if external_url and not (ack_url or resolve_url) %}
 Acknowledge: POST {{ external_url }}/ack  ·  Resolve: POST {{ external_url }}/resolve
 {% endif %}
+{% elif kind == "acknowledge" and resolve_url %}
+Resolve: {{ resolve_url }}
 {% endif %}
 """
 _NEXT = "\nNext update in: {{ incident.next_update or 'when the status changes' }}\n"

@@ -64,6 +64,19 @@ def retries(shard: int) -> str:
     return f"{_tag(shard)}:retry"
 
 
+DISPATCH = ""  # the `channel` of the decided-notifications stream, before it is split by channel
+
+
+def stream(channel: str, shard: int) -> str:
+    """STREAM: the decided outbox (channel DISPATCH), or one channel kind's own queue of sends."""
+    return outbox(shard) if channel == DISPATCH else f"{_tag(shard)}:out:{channel}"
+
+
+def parked(channel: str, shard: int) -> str:
+    """ZSET: sends of one channel (or dispatches) waiting for their retry time, score due epoch ms."""
+    return retries(shard) if channel == DISPATCH else f"{_tag(shard)}:retry:{channel}"
+
+
 def dead_letters(shard: int) -> str:
     """STREAM of notifications given up on for good: fields m (message), reason, at_ms."""
     return f"{_tag(shard)}:dead"
@@ -99,3 +112,18 @@ def index(shard: int) -> str:
 def counts(shard: int) -> str:
     """HASH: open incidents per `state|severity`, kept exact by the commit script."""
     return f"{_tag(shard)}:counts"
+
+
+def threads(incident_id: str) -> str:
+    """HASH: `channel:address` -> what its notifier returned to edit or thread under (Slack ts...)."""
+    return f"{_tag(shard_of_id(incident_id))}:th:{incident_id}"
+
+
+def link_secret() -> str:
+    """STRING: the random secret signing one-click links, shared by every replica (unless set)."""
+    return f"{PREFIX}:link-secret"
+
+
+def used_link(digest: str) -> str:
+    """STRING, expiring with its link: a one-click link that was used (links are single use)."""
+    return f"{PREFIX}:used-link:{digest}"

@@ -1,5 +1,7 @@
-"""The outbox in Redis: a stream per shard with a consumer group, retries, dead letters."""
+"""The outbox in Redis: per shard, the decided stream and one stream per channel kind, each with
+the delivery consumer group, a retry set, and the shard's dead letters."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -8,42 +10,53 @@ from engine.errors import StoreError
 from engine.outbox import OutboxMessage
 from engine.store import keys
 from engine.store.base import DeadLetter, OutboxEntry, Pending, UnreadableEntry
-from engine.store.rediscore import RedisCore
+from engine.store.shared import RedisShared
 
 
-def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Pending:
+def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes], channel: str) -> Pending:
     """An outbox entry, or an unreadable one: never an exception that would stop the whole read."""
     raw = fields.get(b"m", b"")
     try:
-        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw))
+        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw), channel)
     except (ValueError, KeyError, TypeError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
-        return UnreadableEntry(shard, entry_id.decode(), raw, problem)
+        return UnreadableEntry(shard, entry_id.decode(), raw, problem, channel)
 
 
-class RedisOutbox(RedisCore):
-    """Outbox streams: read by the delivery group, claimed from dead replicas, acked, retried."""
+def _channel_of(message: OutboxMessage) -> str:
+    """Where a message goes: its address's channel queue once narrowed, else the dispatch stream."""
+    return message.address.channel if message.address is not None else keys.DISPATCH
 
-    async def ensure_groups(self) -> None:
-        for shard in range(keys.SHARDS):
-            try:
-                await self.client.xgroup_create(
-                    keys.outbox(shard), keys.DELIVERY_GROUP, id="0", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "replace")
+
+
+class RedisOutbox(RedisShared):
+    """Outbox streams: read by the delivery group, claimed from dead replicas, acked, moved on."""
+
+    async def ensure_groups(self, channels: Iterable[str] = (keys.DISPATCH,)) -> None:
+        for channel in channels:
+            for shard in range(keys.SHARDS):
+                try:
+                    await self.client.xgroup_create(
+                        keys.stream(channel, shard), keys.DELIVERY_GROUP, id="0", mkstream=True
+                    )
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise StoreError(f"create delivery group: {exc}") from exc
+                except (RedisError, OSError) as exc:
                     raise StoreError(f"create delivery group: {exc}") from exc
-            except (RedisError, OSError) as exc:
-                raise StoreError(f"create delivery group: {exc}") from exc
 
-    async def read_outbox(self, consumer: str, count: int) -> list[Pending]:
+    async def read_outbox(self, consumer: str, count: int, channel: str = keys.DISPATCH) -> list[Pending]:
         async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
-                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {keys.outbox(shard): ">"}, count=count)
+                    stream = {keys.stream(channel, shard): ">"}
+                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, stream, count=count)  # type: ignore[arg-type]
                 rows = await pipe.execute()
             return [
-                _pending(shard, entry_id, fields)
+                _pending(shard, entry_id, fields, channel)
                 for shard, row in enumerate(rows)
                 for _stream, entries in (row or [])
                 for entry_id, fields in entries
@@ -51,18 +64,20 @@ class RedisOutbox(RedisCore):
 
         return await self._run("read outbox", read)
 
-    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Pending]:
+    async def claim_stale(
+        self, consumer: str, min_idle_ms: int, count: int, channel: str = keys.DISPATCH
+    ) -> list[Pending]:
         """Take over deliveries a dead replica left pending."""
 
         async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
                     pipe.xautoclaim(
-                        keys.outbox(shard), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
+                        keys.stream(channel, shard), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
                     )
                 rows = await pipe.execute()
             return [
-                _pending(shard, entry_id, fields)
+                _pending(shard, entry_id, fields, channel)
                 for shard, row in enumerate(rows)
                 for entry_id, fields in row[1]
                 if fields is not None
@@ -72,7 +87,7 @@ class RedisOutbox(RedisCore):
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Done with an entry: ack and delete it, so the stream holds only undelivered work."""
-        stream = keys.outbox(entry.shard)
+        stream = keys.stream(entry.channel, entry.shard)
 
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -82,12 +97,60 @@ class RedisOutbox(RedisCore):
 
         await self._run("ack delivery", write)
 
-    async def dead_letter(self, entry: Pending, reason: str, now_ms: int) -> None:
-        """Move an entry from the outbox to the dead letters, in one atomic step."""
+    async def move(
+        self, entry: Pending, sends: list[OutboxMessage], parked: list[tuple[int, OutboxMessage]]
+    ) -> None:
+        """Ack `entry` and, in the same atomic step, queue `sends` on their channels' streams and
+        park `parked` (due_ms, message) in their retry sets: all in the entry's hash slot."""
+        ks = [keys.stream(entry.channel, entry.shard)]
+        args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
+
+        def slot(key: str) -> int:
+            if key not in ks:
+                ks.append(key)
+            return ks.index(key) + 1  # Lua indexes KEYS from 1
+
+        for message in sends:
+            args += [slot(keys.stream(_channel_of(message), entry.shard)), "", message.to_json()]
+        for due_ms, message in parked:
+            args += [slot(keys.parked(_channel_of(message), entry.shard)), due_ms, message.to_json()]
+        await self._call("move delivery", lambda: self.scripts["move"](keys=ks, args=args))
+
+    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
+        """Ack the entry and park its retries (due_ms, message) in one atomic step."""
+        await self.move(entry, [], retries)
+
+    async def pump_retries(self, now_ms: int, limit: int = 100, channel: str = keys.DISPATCH) -> int:
+        moved = 0
+        for shard in range(keys.SHARDS):
+            ks = [keys.parked(channel, shard), keys.stream(channel, shard)]
+
+            def pump(ks: list[str] = ks) -> Any:
+                return self.scripts["pump"](keys=ks, args=[now_ms, limit])
+
+            moved += int(await self._call("move due retries", pump))
+        return moved
+
+    async def dead_letter(
+        self, entry: Pending, reason: str, now_ms: int, failover: OutboxMessage | None = None
+    ) -> str:
+        """Move an entry from its stream to the dead letters and queue its `failover`, in one step.
+        Returns the dead letter's id (DeadLetter.id)."""
         raw = entry.raw if isinstance(entry, UnreadableEntry) else entry.message.to_json().encode()
-        ks = [keys.outbox(entry.shard), keys.dead_letters(entry.shard)]
-        args: list[str | int | bytes] = [keys.DELIVERY_GROUP, entry.entry_id, raw, reason, now_ms]
-        await self._call("dead-letter delivery", lambda: self.scripts["dead"](keys=ks, args=args))
+        ks = [keys.stream(entry.channel, entry.shard), keys.dead_letters(entry.shard)]
+        args: list[str | int | bytes] = [
+            keys.DELIVERY_GROUP,
+            entry.entry_id,
+            raw,
+            reason,
+            now_ms,
+            entry.channel,
+        ]
+        if failover is not None:
+            ks.append(keys.stream(_channel_of(failover), entry.shard))
+            args.append(failover.to_json())
+        dead_id = await self._call("dead-letter delivery", lambda: self.scripts["dead"](keys=ks, args=args))
+        return f"{entry.shard}-{dead_id.decode() if isinstance(dead_id, bytes) else dead_id}"
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The newest `limit` dead letters across all shards."""
@@ -101,9 +164,10 @@ class RedisOutbox(RedisCore):
                 DeadLetter(
                     shard,
                     entry_id.decode(),
-                    fields[b"m"].decode("utf-8", "replace"),
-                    fields[b"reason"].decode("utf-8", "replace"),
-                    int(fields[b"at_ms"]),
+                    _text(fields.get(b"m")),
+                    _text(fields.get(b"reason")),
+                    int(fields.get(b"at_ms", 0)),
+                    _text(fields.get(b"channel")),
                 )
                 for shard, row in enumerate(rows)
                 for entry_id, fields in row
@@ -112,34 +176,36 @@ class RedisOutbox(RedisCore):
 
         return await self._run("read dead letters", read)
 
-    async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
-        """Ack the entry and park its retries (due_ms, message) in one atomic step: one hash slot."""
-        ks = [keys.outbox(entry.shard), keys.retries(entry.shard)]
-        args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
-        for due_ms, message in retries:
-            args += [due_ms, message.to_json()]
-        await self._call("schedule delivery retry", lambda: self.scripts["retry"](keys=ks, args=args))
+    async def redrive(self, dead_letter_id: str) -> OutboxMessage | None:
+        """Queue a dead letter again, from its first attempt; None when there is no such dead letter
+        (or it was re-driven already). Raises ValueError when its content is not an outbox message."""
+        head, _, entry_id = dead_letter_id.partition("-")
+        if not (head.isdigit() and int(head) < keys.SHARDS and entry_id):
+            return None
+        shard, dead = int(head), keys.dead_letters(int(head))
+        try:
+            rows = await self._call("read dead letter", lambda: self.client.xrange(dead, entry_id, entry_id))
+        except StoreError as exc:
+            if "Invalid stream ID" in str(exc):
+                return None
+            raise
+        if not rows:
+            return None
+        message = OutboxMessage.from_json(rows[0][1].get(b"m", b"")).first_attempt()
+        ks = [dead, keys.stream(_channel_of(message), shard)]
+        args = [entry_id, message.to_json()]
+        done = await self._call("redrive dead letter", lambda: self.scripts["redrive"](keys=ks, args=args))
+        return message if int(done) else None
 
-    async def pump_retries(self, now_ms: int, limit: int = 100) -> int:
-        moved = 0
-        for shard in range(keys.SHARDS):
-            ks = [keys.retries(shard), keys.outbox(shard)]
-
-            def pump(ks: list[str] = ks) -> Any:
-                return self.scripts["pump"](keys=ks, args=[now_ms, limit])
-
-            moved += int(await self._call("move due retries", pump))
-        return moved
-
-    async def outbox_stats(self, now_ms: int) -> tuple[int, int, int]:
+    async def outbox_stats(self, now_ms: int, channel: str = keys.DISPATCH) -> tuple[int, int, int]:
         """(pending entries, parked retries, age in ms of the oldest pending entry or 0)."""
 
         async def read() -> tuple[int, int, int]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
-                    pipe.xlen(keys.outbox(shard))
-                    pipe.zcard(keys.retries(shard))
-                    pipe.xrange(keys.outbox(shard), count=1)
+                    pipe.xlen(keys.stream(channel, shard))
+                    pipe.zcard(keys.parked(channel, shard))
+                    pipe.xrange(keys.stream(channel, shard), count=1)
                 rows = await pipe.execute()
             pending = sum(int(n) for n in rows[0::3])
             retry = sum(int(n) for n in rows[1::3])

@@ -15,7 +15,7 @@ from engine.errors import StoreError
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
-SCRIPTS = ("commit", "pump", "retry", "repair", "read", "count", "dead", "beat")
+SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive")
 
 
 def _script(name: str) -> str:

@@ -45,12 +45,10 @@ class Rig:
         )
 
     async def drain(self, delivery: Delivery) -> int:
-        """One pass of the delivery loop, without its sleeps."""
-        await self.store.pump_retries(self.clock.now_ms())
-        entries = await self.store.read_outbox(delivery.config.consumer, 50)
-        for e in entries:
-            await delivery.handle(e)
-        return len(entries)
+        """Dispatch and every channel's queue until nothing is due, without the loops' sleeps:
+        how many sends were attempted."""
+        await delivery.ensure_groups()
+        return await delivery.drain()
 
     def sample(self, outcome: str, action: str = "trigger") -> float:
         value = self.metrics.registry.get_sample_value(
@@ -116,8 +114,9 @@ async def test_a_400_is_permanent_and_recorded(rig: Rig) -> None:
     rig.clock.advance(3600)
     assert await rig.drain(delivery) == 0
     assert rig.sample("failed") == 1.0 and rig.pd.events == []
-    last = (await rig.store.timeline(incident_id))[-1]
-    assert last.kind == "delivery_failed" and "Event object is invalid" in last.text
+    *_, failed, dead = await rig.store.timeline(incident_id)
+    assert failed.kind == "delivery_failed" and "Event object is invalid" in failed.text
+    assert dead.kind == "dead_letter" and dead.text.startswith("trigger to pagerduty:platform: kept as")
 
 
 async def test_it_gives_up_after_max_attempts(rig: Rig) -> None:
@@ -143,6 +142,7 @@ async def test_a_dead_replicas_pending_delivery_is_claimed_by_another(rig: Rig) 
     assert [c.entry_id for c in claimed] == [dead[0].entry_id]
     live = rig.delivery("alive")
     await live.handle(claimed[0])
+    assert await rig.drain(live) == 1
     assert [e["event_action"] for e in rig.pd.events] == ["trigger"]
     assert await rig.store.claim_stale("alive", min_idle_ms=0, count=10) == []  # acked
 
@@ -189,9 +189,9 @@ async def test_ack_is_mirrored_to_pagerduty(rig: Rig) -> None:
 def test_targets_expand_to_contact_methods() -> None:
     from tests.unit.escalation_helpers import POLICIES as P
 
-    assert resolve_target("user:a", P).addresses == [("email", "a@x")]
+    assert resolve_target("user:a", P).addresses == [("email", "a@x", "a")]
     assert resolve_target("user:nobody", P).addresses == []
-    assert resolve_target("pagerduty:p", P).addresses == [("pagerduty", "p")]
+    assert resolve_target("pagerduty:p", P).addresses == [("pagerduty", "p", "")]
     assert resolve_target("schedule:primary", P).addresses == []
 
 
@@ -207,13 +207,23 @@ class Crashing:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return address
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.calls += 1
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
 
 def dead_letters(rig: Rig, reason: str) -> float:
-    return rig.metrics.registry.get_sample_value("escalation_dead_letters_total", {"reason": reason}) or 0.0
+    """Dead letters for `reason`, summed over the queues (dispatch and each channel)."""
+    return sum(
+        rig.metrics.registry.get_sample_value(
+            "escalation_dead_letters_total", {"reason": reason, "channel": q}
+        )
+        or 0.0
+        for q in ("dispatch", "pagerduty", "email", "slack", "webhook", "telegram", "teams")
+    )
 
 
 async def test_an_entry_whose_delivery_crashes_is_retried_with_backoff_then_dead_lettered(rig: Rig) -> None:
@@ -236,7 +246,7 @@ async def test_an_entry_whose_delivery_crashes_is_retried_with_backoff_then_dead
     assert "failed 3 times: UnicodeEncodeError" in dead.reason
     assert dead_letters(rig, "crashed") == 1.0
     last = (await rig.store.timeline(incident_id))[-1]
-    assert last.kind == "delivery_failed" and last.text.endswith("kept as a dead letter")
+    assert last.kind == "dead_letter" and f"kept as dead letter {dead.id}" in last.text
 
 
 async def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivered(rig: Rig) -> None:

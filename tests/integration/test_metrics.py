@@ -26,6 +26,9 @@ CONTRACT = {
     "escalation_notifications_total",
     "escalation_notification_duration_seconds",
     "escalation_dead_letters_total",
+    "escalation_delivery_latency_seconds",
+    "escalation_notifications_deferred_total",
+    "escalation_breaker_state",
     "escalation_timer_lateness_seconds",
     "escalation_outbox_depth",
     "escalation_outbox_oldest_age_seconds",
@@ -35,7 +38,9 @@ CONTRACT = {
     "escalation_config_last_reload_successful",
     "escalation_config_last_reload_success_timestamp_seconds",
 }
-MAX_SERIES = 400  # every series the workload below makes, with room for more severities
+# every series the workload below makes, with room for more severities; most are per channel
+# kind (6 kinds: histogram buckets, outcomes, queues), none per incident, alert or address
+MAX_SERIES = 800
 UNBOUNDED = re.compile(r"^[0-9a-f]-[0-9a-f]{12}$|^[0-9a-f]{16}$|\s")  # incident ids, fingerprints, text
 
 

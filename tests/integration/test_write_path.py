@@ -97,8 +97,12 @@ class SlowSend:
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return address
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.clock.advance(0.040)  # the send takes 40 ms; its outcome is stamped after it
+        return None
 
 
 class RacingStore(RedisStore):
@@ -129,9 +133,12 @@ async def test_the_timeline_is_in_time_order_when_an_outcome_is_appended_after_a
     await store.ensure_groups()
     pending = await store.read_outbox("c1", 10)
     [entry] = [e for e in pending if isinstance(e, OutboxEntry) and e.message.target == "user:a"]
-    store.race, store.clock = proc, clock
     try:
-        await delivery.handle(entry)
+        await delivery.handle(entry)  # the dispatch: one send queued on email's own stream
+        await delivery.ensure_groups()
+        [send] = await store.read_outbox("c1", 10, "email")
+        store.race, store.clock = proc, clock
+        await delivery.handle(send)
         timeline = await store.timeline(incident_id)
         kinds = [e.kind.value for e in timeline]
         assert kinds[-2:] == ["delivered", "resolved"]  # stored the other way round
@@ -146,8 +153,12 @@ class Recording:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    async def send(self, message: Message) -> None:
+    def endpoint(self, address: str) -> str:
+        return address
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.sent.append(message.address)
+        return None
 
 
 SCHEDULED = PolicySet.model_validate(
@@ -196,8 +207,8 @@ async def test_a_schedule_target_pages_who_is_on_call_at_send_time_and_notes_an_
         delivery = Delivery(store, {"email": email}, lambda: SCHEDULED, clock, metrics, DeliveryConfig("c1"))
         await store.ensure_groups()
         clock.advance(24 * 3600)  # sent a day late: Wednesday is a's day again
-        for entry in await store.read_outbox("c1", 10):
-            await delivery.handle(entry)
+        await delivery.ensure_groups()
+        await delivery.drain()
         assert sorted(email.sent) == ["a@x", "c@x"]  # primary's on-call now; weekend's slot is empty
         notes = [e.text for e in await store.timeline(incident_id) if e.kind == "nobody_on_call"]
         empty = "nobody on call at 2027-01-06T10:00:00.000Z"
@@ -244,10 +255,10 @@ async def test_a_persons_own_notification_rules_run_until_someone_acknowledges(
         delivery = Delivery(store, notifiers, lambda: RULED, clock, metrics, DeliveryConfig("c1"))
         await store.ensure_groups()
 
+        await delivery.ensure_groups()
+
         async def drain() -> None:
-            await store.pump_retries(clock.now_ms())
-            for entry in await store.read_outbox("c1", 10):
-                await delivery.handle(entry)
+            await delivery.drain()
 
         await drain()
         assert (email.sent, pagerduty.sent) == (["alice@x"], [])  # at once: her email

@@ -22,11 +22,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "email": {"smtp_host": "localhost", "from": "engine@example.com", "password_env": "SMTP_PW"},
     "pagerduty": {"services": {"platform": {"routing_key_env": "PD_KEY"}}},
     "webhook": {"endpoints": {"audit": {"url": "http://127.0.0.1:1/hook", "secret_file": "/nonexistent"}}},
+    "telegram": {"bot_token_env": "TG_TOKEN"},
+    "teams": {"endpoints": {"sre": {"url_env": "TEAMS_SRE_URL"}}},
 }
 
 
 def test_the_registry_enumerates_the_kinds_and_names_each_once() -> None:
-    assert KINDS == ["slack", "email", "pagerduty", "webhook"]
+    assert KINDS == ["slack", "telegram", "email", "pagerduty", "webhook", "teams"]
     assert len(set(KINDS)) == len(KINDS) == len(CHANNELS)
     assert set(SETTINGS) == set(KINDS), "this test covers every registered kind"
 
@@ -67,11 +69,15 @@ def test_secret_problems_come_from_each_kinds_settings() -> None:
     channels = Channels.model_validate(SETTINGS)
     problems = secret_problems(channels, {})
     assert problems == [
+        "slack bot token: environment variable SLACK_TOKEN is not set",
+        "telegram bot token: environment variable TG_TOKEN is not set",
         "email password: environment variable SMTP_PW is not set",
         "pagerduty service 'platform': environment variable PD_KEY is not set",
         "webhook 'audit': cannot read secret file /nonexistent: No such file or directory",
+        "teams endpoint 'sre': environment variable TEAMS_SRE_URL is not set",
     ]
-    assert secret_problems(channels, {"SMTP_PW": "x", "PD_KEY": "y"}) == problems[2:]
+    env = {"SLACK_TOKEN": "x", "TG_TOKEN": "x", "SMTP_PW": "x", "PD_KEY": "y", "TEAMS_SRE_URL": "z"}
+    assert secret_problems(channels, env) == problems[4:5]
 
 
 def test_delivery_outcomes_are_the_metric_labels() -> None:

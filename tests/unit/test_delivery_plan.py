@@ -31,7 +31,7 @@ def after(inc: Incident, event: Acknowledge | Resolve | Snooze) -> Incident:
 
 def test_a_page_reaches_every_address_of_its_target() -> None:
     inc = opened()
-    assert plan(page("user:a"), inc, POLICIES, CHANNELS, NOW) == Plan(sends=(Address("email", "a@x"),))
+    assert plan(page("user:a"), inc, POLICIES, CHANNELS, NOW) == Plan(sends=(Address("email", "a@x", "a"),))
     assert plan(page("pagerduty:p"), inc, POLICIES, CHANNELS, NOW).sends == (Address("pagerduty", "p"),)
 
 
@@ -39,8 +39,8 @@ def test_a_person_is_reached_only_on_channels_the_engine_has() -> None:
     p = POLICIES
     users = {**p.users, "a": p.users["a"].model_copy(update={"slack": "U1"})}
     policies = p.model_copy(update={"users": users})
-    assert plan(page("user:a"), opened(), policies, CHANNELS, NOW).sends == (Address("email", "a@x"),)
-    assert plan(page("user:a"), opened(), policies, ("slack",), NOW).sends == (Address("slack", "U1"),)
+    assert plan(page("user:a"), opened(), policies, CHANNELS, NOW).sends == (Address("email", "a@x", "a"),)
+    assert plan(page("user:a"), opened(), policies, ("slack",), NOW).sends == (Address("slack", "U1", "a"),)
     # a channel target is sent (and fails, naming the channel) even when the channel is missing
     assert plan(page("slack:#ops"), opened(), policies, CHANNELS, NOW).sends == (Address("slack", "#ops"),)
 
@@ -74,7 +74,7 @@ def test_a_notification_that_no_longer_applies_is_skipped(
 
 def test_under_until_resolved_an_ack_does_not_stop_a_page() -> None:
     inc = after(opened(STD), Acknowledge("bob"))
-    assert plan(page("user:b"), inc, POLICIES, CHANNELS, NOW).sends == (Address("email", "b@x"),)
+    assert plan(page("user:b"), inc, POLICIES, CHANNELS, NOW).sends == (Address("email", "b@x", "b"),)
 
 
 def test_a_retry_goes_to_the_one_address_that_failed() -> None:
@@ -101,8 +101,8 @@ def test_a_schedule_pages_whoever_is_on_call_when_the_page_is_sent() -> None:
     policies = with_schedules(primary=ROTA)
     msg = page("schedule:primary")
     monday, tuesday = at("2027-01-04T10:00:00+01:00"), at("2027-01-05T10:00:00+01:00")
-    assert plan(msg, opened(), policies, CHANNELS, monday).sends == (Address("email", "a@x"),)
-    assert plan(msg, opened(), policies, CHANNELS, tuesday).sends == (Address("email", "b@x"),)
+    assert plan(msg, opened(), policies, CHANNELS, monday).sends == (Address("email", "a@x", "a"),)
+    assert plan(msg, opened(), policies, CHANNELS, tuesday).sends == (Address("email", "b@x", "b"),)
 
 
 def test_nobody_on_call_pages_the_fallback_and_says_so() -> None:
@@ -115,7 +115,7 @@ def test_nobody_on_call_pages_the_fallback_and_says_so() -> None:
     policies = with_schedules(primary={**weekdays, "fallback": "user:c"}, bare=weekdays)
     night = at("2027-01-04T20:00:00+01:00")
     got = plan(page("schedule:primary"), opened(), policies, CHANNELS, night)
-    assert got.sends == (Address("email", "c@x"),)
+    assert got.sends == (Address("email", "c@x", "c"),)
     assert (
         got.note == "schedule:primary: nobody on call at 2027-01-04T19:00:00.000Z: paging its fallback user:c"
     )
@@ -136,12 +136,14 @@ def test_a_persons_rules_say_whom_to_reach_now_and_later() -> None:
     users = {**POLICIES.users, "a": POLICIES.users["a"].model_validate({"email": "a@x", "notify": rules})}
     policies = POLICIES.model_copy(update={"users": users})
     found = resolve_target("user:a", policies, NOW)
-    assert found.addresses == [Address("email", "a@x")]
+    assert found.addresses == [Address("email", "a@x", "a")]
     assert found.later == [
-        (600_000, Address("pagerduty", "p"))
+        (600_000, Address("pagerduty", "p", "a"))
     ]  # no Slack address: that step reaches nothing
     got = plan(page("user:a"), opened(), policies, CHANNELS, NOW)
-    assert got.sends == (Address("email", "a@x"),) and got.later == ((600_000, Address("pagerduty", "p")),)
+    assert got.sends == (Address("email", "a@x", "a"),) and got.later == (
+        (600_000, Address("pagerduty", "p", "a")),
+    )
     followup = page("user:a").followup_to(Address("pagerduty", "p"))
     acked = after(opened(), Acknowledge("bob"))
     assert plan(followup, acked, policies, CHANNELS, NOW).skipped  # acknowledged: later steps stop

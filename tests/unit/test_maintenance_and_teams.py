@@ -92,9 +92,9 @@ def test_a_window_needs_a_kind_and_a_sane_span() -> None:
 
 def test_a_team_pages_its_schedules_on_call_or_else_every_member() -> None:
     office = resolve_target("team:sre", POLICIES, ms(2027, 1, 5, 10))
-    assert office.addresses == [Address("email", "a@x")] and office.note == ""
+    assert office.addresses == [Address("email", "a@x", "a")] and office.note == ""
     night = resolve_target("team:sre", POLICIES, ms(2027, 1, 5, 20))
-    assert night.addresses == [Address("email", "b@x"), Address("email", "c@x")]
+    assert night.addresses == [Address("email", "b@x", "b"), Address("email", "c@x", "c")]
     assert night.note == "team:sre: nobody on call on schedule days: paging every member"
     assert resolve_target("team:db", POLICIES, 0).people == ["c"]
     assert resolve_target("team:nope", POLICIES, 0).why_empty == "team:nope: no such team"

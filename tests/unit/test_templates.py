@@ -1,8 +1,10 @@
 """Communication templates: runbook-shaped defaults, overrides, load-time errors, the sandbox."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from engine.alerts import AlertStatus
@@ -98,7 +100,10 @@ def test_context_is_plain_data_of_the_documented_shape() -> None:
         "labels",
         "external_url",
         "update",
+        "ack_url",
+        "resolve_url",
     }
+    assert (ctx["ack_url"], ctx["resolve_url"]) == ("", "")
     assert ctx["update"] == {"number": 1, "status": "", "message": "x"}
     inc = ctx["incident"]
     assert inc["started_at"] == inc["started"] and inc["alerts"] == ctx["alerts"]
@@ -228,3 +233,46 @@ def test_a_kind_the_set_leaves_out_uses_the_built_in_subject_and_body() -> None:
     subject, body = render(only_trigger, "acknowledge", sample_context("acknowledge"))
     assert subject == "[P1] checkout - 5xx ratio above 5% (acknowledged by alice)"
     assert "custom trigger body" not in body and "Acknowledged by: alice" in body
+
+
+LINKS = {
+    "acknowledge": "https://esc.example/ack/a.ack.1.x",
+    "resolve": "https://esc.example/ack/a.resolve.1.y",
+}
+API = "https://esc.example/api/v1/incidents/inc-1"
+
+
+@pytest.mark.parametrize("kind", ["trigger", "escalation"])
+def test_pages_show_the_one_click_links_and_the_api_hint_only_without_them(kind: str) -> None:
+    inc = incident()
+    with_links = context(inc, kind=kind, level=1, now_ms=T0, external_url=API, links=LINKS)
+    body = render(None, kind, with_links)[1]
+    assert f"Acknowledge: {LINKS['acknowledge']}\nResolve: {LINKS['resolve']}\n" in body
+    assert "POST" not in body and f"Details: {API}" in body
+    html = render(None, kind, with_links, html=True)[1]
+    assert LINKS["acknowledge"] in html and LINKS["resolve"] in html
+    without = render(None, kind, context(inc, kind=kind, level=1, now_ms=T0, external_url=API))[1]
+    assert f"Acknowledge: POST {API}/ack" in without and "/ack/" not in without
+    bare = render(None, kind, context(inc, kind=kind, level=1, now_ms=T0))[1]
+    assert "Acknowledge" not in bare and "Resolve" not in bare
+
+
+def test_the_acknowledge_page_offers_the_resolve_link_only() -> None:
+    inc = incident()
+    inc.status, inc.acked_by = Status.ACKNOWLEDGED, "alice"
+    body = render(None, "acknowledge", context(inc, kind="acknowledge", level=0, now_ms=T0, links=LINKS))[1]
+    assert f"Resolve: {LINKS['resolve']}" in body and LINKS["acknowledge"] not in body
+    for kind in ("update", "resolve"):
+        assert "/ack/" not in render(None, kind, context(inc, kind=kind, level=0, now_ms=T0, links=LINKS))[1]
+
+
+def test_the_shipped_template_set_shows_the_links() -> None:
+    raw = yaml.safe_load((Path(__file__).parents[2] / "policies" / "templates.yaml").read_text())
+    shipped = TemplateSet.model_validate(raw["templates"]["default"])
+    for kind in ("trigger", "escalation"):
+        ctx = context(incident(), kind=kind, level=1, now_ms=T0, external_url=API, links=LINKS)
+        body = render(shipped, kind, ctx)[1]
+        assert f"Acknowledge: {LINKS['acknowledge']}" in body and f"Resolve: {LINKS['resolve']}" in body
+        assert "POST" not in body
+        body = render(shipped, kind, context(incident(), kind=kind, level=1, now_ms=T0, external_url=API))[1]
+        assert f"Acknowledge: POST {API}/ack" in body

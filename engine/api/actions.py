@@ -1,0 +1,45 @@
+"""People's actions on an incident from wherever they click: API, Slack, Telegram, signed links."""
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from engine.api import keys
+from engine.events import MANUAL_ACTIONS, Event, Snooze
+from engine.incident import Incident
+
+log = structlog.get_logger(__name__)
+VERBS = ("ack", "unack", "resolve", "escalate", "snooze")
+
+
+async def act(
+    app: web.Application, incident_id: str, verb: str, by: str, *, note: str = "", snooze_ms: int = 0
+) -> Incident:
+    """Run one action through the processor (the one write path); raises IncidentNotFound."""
+    event: Event = Snooze(by, snooze_ms, note) if verb == "snooze" else MANUAL_ACTIONS[verb](by, note)
+    return await app[keys.processor].act(incident_id, event)
+
+
+_background: set["asyncio.Task[None]"] = set()  # chat clicks still running after their answer
+CHAT_ANSWER_WITHIN_S = 2.0  # Slack shows an error after 3 s without an answer
+
+
+async def within(work: Coroutine[Any, Any, None], what: str) -> bool:
+    """Run a chat click's work; wait for it at most CHAT_ANSWER_WITHIN_S, then let it finish in
+    the background (the chat must be answered in time). True when it finished in time."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    done, _ = await asyncio.wait({task}, timeout=CHAT_ANSWER_WITHIN_S)
+    if not done:
+        log.info("chat_action_in_background", what=what)
+    return bool(done)
+
+
+async def drain(timeout_s: float = 5.0) -> None:
+    """Let clicks still running finish (at shutdown, before the store closes)."""
+    if _background:
+        await asyncio.wait(set(_background), timeout=timeout_s)

@@ -1,0 +1,59 @@
+"""Per-endpoint send rates where the provider documents one, and pauses a 429 asks for.
+
+PagerDuty Events API: 120 events per minute per routing key. Slack chat.postMessage: about one
+message per second per channel, short bursts allowed. A token bucket per (channel, endpoint);
+times are monotonic seconds passed in.
+"""
+
+from dataclasses import dataclass, field
+
+# channel kind -> (tokens per second, burst)
+RATES: dict[str, tuple[float, float]] = {
+    "pagerduty": (2.0, 20.0),
+    "slack": (1.0, 3.0),
+    "telegram": (1.0, 3.0),  # Telegram: about one message per second per chat
+}
+
+
+@dataclass(slots=True)
+class Bucket:
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+    paused_until: float = 0.0
+
+
+@dataclass(slots=True)
+class RateLimits:
+    rates: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(RATES))
+    _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
+
+    def wait_s(self, channel: str, endpoint: str, now: float) -> float:
+        """0 and a token taken when a send may go now; else how long to wait (nothing taken)."""
+        rate = self.rates.get(channel)
+        key = (channel, endpoint)
+        b = self._buckets.get(key)
+        if b is None:
+            if rate is None:
+                return 0.0
+            b = self._buckets[key] = Bucket(rate[0], rate[1], rate[1], now)
+        if now < b.paused_until:
+            return b.paused_until - now
+        if rate is None:
+            return 0.0
+        b.tokens = min(b.burst, b.tokens + (now - b.at) * b.rate)
+        b.at = now
+        if b.tokens >= 1.0:
+            b.tokens -= 1.0
+            return 0.0
+        return (1.0 - b.tokens) / b.rate
+
+    def pause(self, channel: str, endpoint: str, seconds: float, now: float) -> None:
+        """The provider said "retry after": hold every send to this endpoint until then."""
+        key = (channel, endpoint)
+        b = self._buckets.get(key)
+        if b is None:
+            rate, burst = self.rates.get(channel, (0.0, 0.0))
+            b = self._buckets[key] = Bucket(rate, burst, burst, now)
+        b.paused_until = max(b.paused_until, now + seconds)
