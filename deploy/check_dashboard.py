@@ -50,6 +50,8 @@ COUNTERS = {
     "escalation_escalations_total",
     "escalation_notifications_total",
     "escalation_dead_letters_total",
+    "escalation_failovers_total",
+    "escalation_notifications_deferred_total",
     "escalation_store_errors_total",
     "escalation_commit_conflicts_total",
 }
@@ -59,6 +61,7 @@ GAUGES = {
     "escalation_severity_ack_target_seconds",
     "escalation_outbox_depth",
     "escalation_outbox_oldest_age_seconds",
+    "escalation_breaker_state",
     "escalation_config_last_reload_successful",
     "escalation_config_last_reload_success_timestamp_seconds",
     "escalation_heartbeat_last_seen_timestamp_seconds",
@@ -68,6 +71,7 @@ HISTOGRAMS = {
     "escalation_time_to_acknowledge_seconds",
     "escalation_time_to_resolve_seconds",
     "escalation_notification_duration_seconds",
+    "escalation_delivery_latency_seconds",
     "escalation_timer_lateness_seconds",
     "escalation_store_operation_duration_seconds",
 }

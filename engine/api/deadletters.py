@@ -1,19 +1,19 @@
 """Dead letters: notifications that finally failed, listed for people and re-driven by them."""
 
 import json
-from typing import Any
 
 from aiohttp import web
 
 from engine.api import keys
+from engine.api.views import DeadLetterList, DeadLetterView
 from engine.errors import IngestError
 from engine.store.base import DeadLetter
 from engine.timeline import EntryKind, TimelineEntry
 from engine.times import rfc3339
 
 
-def _view(d: DeadLetter) -> dict[str, Any]:
-    view: dict[str, Any] = {
+def _view(d: DeadLetter) -> DeadLetterView:
+    view: DeadLetterView = {
         "id": d.id,
         "channel": d.channel or None,
         "reason": d.reason,
@@ -24,14 +24,12 @@ def _view(d: DeadLetter) -> dict[str, Any]:
     except ValueError:
         raw = None
     if isinstance(raw, dict):
-        view |= {
-            "incident_id": raw.get("incident_id"),
-            "action": raw.get("action"),
-            "target": raw.get("target"),
-            "address": raw.get("address"),
-            "attempts": int(raw.get("attempt", 0)) + 1,
-            "message": raw,
-        }
+        view["incident_id"] = str(raw.get("incident_id", ""))
+        view["action"] = str(raw.get("action", ""))
+        view["target"] = str(raw.get("target", ""))
+        view["address"] = None if raw.get("address") is None else str(raw["address"])
+        view["attempts"] = int(raw.get("attempt", 0)) + 1
+        view["message"] = raw
     else:
         view["raw"] = d.message[:2000]
     return view
@@ -42,7 +40,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= 1000):
         raise IngestError(f"limit: expected a whole number from 1 to 1000, got {text[:40]!r}", status=400)
     found = await request.app[keys.store].dead_letters(int(text))
-    return web.json_response({"dead_letters": [_view(d) for d in found]})
+    reply: DeadLetterList = {"dead_letters": [_view(d) for d in found]}
+    return web.json_response(reply)
 
 
 async def redrive(request: web.Request) -> web.Response:

@@ -12,7 +12,16 @@ from pydantic import TypeAdapter
 
 from engine import __version__
 from engine.api.requests import ActionBody, SnoozeBody
-from engine.api.views import ErrorReply, IncidentDetail, IncidentList, IncidentView, IngestReply, ReloadReply
+from engine.api.views import (
+    DeadLetterList,
+    ErrorReply,
+    IncidentDetail,
+    IncidentList,
+    IncidentView,
+    IngestReply,
+    RedriveReply,
+    ReloadReply,
+)
 from engine.events import MANUAL_ACTIONS
 from engine.ingest.alertmanager import AlertmanagerPayload
 
@@ -39,6 +48,8 @@ def _schemas() -> dict[str, Any]:
         ("IncidentDetail", IncidentDetail, "serialization"),
         ("IncidentList", IncidentList, "serialization"),
         ("ReloadReply", ReloadReply, "serialization"),
+        ("DeadLetterList", DeadLetterList, "serialization"),
+        ("RedriveReply", RedriveReply, "serialization"),
         ("ErrorReply", ErrorReply, "serialization"),
     ]
     for name, kind, mode in named:
@@ -56,8 +67,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-def _answers(ok: str, description: str, *errors: int) -> dict[str, Any]:
-    out = {"200": _json(ok, description)}
+def _answers(ok: str, description: str, *errors: int, status: int = 200) -> dict[str, Any]:
+    out = {str(status): _json(ok, description)}
     out |= {str(code): _json("ErrorReply", _ERRORS[code]) for code in errors}
     return out
 
@@ -99,6 +110,98 @@ def _actions() -> dict[str, Any]:
             }
         }
     return paths
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _delivery() -> dict[str, Any]:
+    """Dead letters, chat callbacks and the one-click links of pages."""
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    dead_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    link_pages = {
+        "200": _html("The confirmation (GET) or the result (POST) page"),
+        **{code: _html(text) for code, text in _LINK_PAGES.items()},
+    }
+    callback_errors = {
+        "401": _json("ErrorReply", "Missing, wrong or stale signature / secret token: nothing changes"),
+        "404": _json("ErrorReply", "The channel is not configured"),
+        "503": _json("ErrorReply", "The channel's signing secret cannot be read"),
+    }
+    return {
+        "/api/v1/deadletters": {
+            "get": {
+                "operationId": "list_dead_letters",
+                "summary": "Notifications that finally failed, newest first",
+                "parameters": [limit],
+                "responses": _answers("DeadLetterList", "Dead letters", 400, 503),
+            }
+        },
+        "/api/v1/deadletters/{id}/redrive": {
+            "post": {
+                "operationId": "redrive_dead_letter",
+                "summary": "Queue a dead letter again; sent only if it still applies",
+                "security": WRITE,
+                "parameters": [dead_id],
+                "responses": _answers("RedriveReply", "Queued", 401, 404, 422, 503, status=202),
+            }
+        },
+        "/api/v1/slack/interactions": {
+            "post": {
+                "operationId": "slack_interactions",
+                "summary": "Slack button clicks (block_actions), v0 signature verified",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {"description": "Acknowledged to Slack"},
+                    "400": _json("ErrorReply", "Not a Slack interaction payload"),
+                    **callback_errors,
+                },
+            }
+        },
+        "/api/v1/telegram/updates": {
+            "post": {
+                "operationId": "telegram_updates",
+                "summary": "Telegram callback queries, X-Telegram-Bot-Api-Secret-Token verified",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {"description": "Handled or ignored"},
+                    "400": _json("ErrorReply", "Not a Telegram Update"),
+                    **callback_errors,
+                },
+            }
+        },
+        "/ack/{token}": {
+            "get": {
+                "operationId": "link_confirm",
+                "summary": "A signed one-click link: a confirmation page; changes nothing",
+                "parameters": [token],
+                "responses": link_pages,
+            },
+            "post": {
+                "operationId": "link_act",
+                "summary": "Do what the link says, once",
+                "parameters": [token],
+                "responses": link_pages,
+            },
+        },
+    }
+
+
+_LINK_PAGES = {
+    "400": "Not a valid link (tampered, malformed)",
+    "404": "No such incident",
+    "409": "Already used, or nothing to do in the incident's state",
+    "410": "Expired",
+    "503": "The store is unreachable",
+}
 
 
 @cache
@@ -154,6 +257,7 @@ def document() -> dict[str, Any]:
             }
         },
         **_actions(),
+        **_delivery(),
         "/-/reload": {
             "post": {
                 "operationId": "reload",

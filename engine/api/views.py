@@ -1,7 +1,7 @@
 """JSON shapes the API answers with. Each is a TypedDict: the type checker holds the handlers to
 it, and the OpenAPI document is generated from the same types (api/openapi.py)."""
 
-from typing import Any, Literal
+from typing import Any, Literal, Required
 
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12
 
@@ -73,6 +73,30 @@ class IngestReply(TypedDict):
 class ReloadReply(TypedDict):
     status: Literal["reloaded"]
     policies: str  # what is in force now, e.g. "4 severities, 5 rules, ..."
+
+
+class DeadLetterView(TypedDict, total=False):
+    id: Required[str]  # `<shard>-<stream id>`, for POST /api/v1/deadletters/{id}/redrive
+    channel: Required[str | None]  # the channel it failed on (None: before the channel split)
+    reason: Required[str]  # what happened, as the timeline said it
+    at: Required[str]  # when it was given up on (RFC 3339)
+    incident_id: str
+    action: str
+    target: str
+    address: str | None
+    attempts: int
+    message: dict[str, Any]  # the notification as queued
+    raw: str  # instead of the fields above: an entry that is not a notification (first 2000 chars)
+
+
+class DeadLetterList(TypedDict):
+    dead_letters: list[DeadLetterView]
+
+
+class RedriveReply(TypedDict):
+    redriven: str
+    incident_id: str
+    queued: str  # e.g. "trigger to user:alice via slack:U01ALICE"
 
 
 class ErrorReply(TypedDict):

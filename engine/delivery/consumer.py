@@ -84,6 +84,7 @@ class Consumer:
         await self._ensure_group()
         last_claim = 0.0
         while not self._stopping:
+            self.wake.clear()  # before the step: a wake that arrives during it is not lost
             try:
                 claim = time.monotonic() - last_claim > config.claim_idle_s / 4
                 if claim:
@@ -94,7 +95,6 @@ class Consumer:
                 log.warning("delivery_store_unavailable", queue=self.label, error=str(exc))
             except Exception as exc:  # the loop must outlive any one bad entry
                 log.exception("delivery_loop_error", queue=self.label, error=repr(exc))
-            self.wake.clear()
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(config.poll_s):
                     await self.wake.wait()

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Collection
 
 from engine.policy.models import PolicySet
-from engine.policy.targets import Address, contact_methods
+from engine.policy.targets import Address, contact_methods, first_steps
 
 
 def next_contact(
@@ -15,11 +15,12 @@ def next_contact(
     """The person's next contact method after `failed`, in failover order (Slack, Telegram,
     email, PagerDuty), on a configured channel and `usable` (its breaker not open). None for a
     channel target, an unknown person, or when nothing is left: only later methods, so a chain
-    of failures ends."""
+    of failures ends. A method the same page already went to at once is not paged twice."""
     user = policies.users.get(failed.person) if failed.person else None
     if user is None:
         return None
-    methods = contact_methods(user, failed.person)
+    paged_at_once = set(first_steps(user, failed.person))
+    methods = [a for a in contact_methods(user, failed.person) if a == failed or a not in paged_at_once]
     order = [a.channel for a in methods]
     start = order.index(failed.channel) + 1 if failed.channel in order else 0
     for address in methods[start:]:

@@ -21,7 +21,9 @@ from engine.store.base import OutboxEntry
 from engine.timeline import EntryKind
 
 log = structlog.get_logger(__name__)
-_LOG_AT = {Outcome.SUCCESS: log.info, Outcome.RETRY: log.warning, Outcome.FAILED: log.error}
+# level names, looked up per call: a logger method taken at import time would skip the
+# logging configuration `serve` applies later
+_LOG_AT = {Outcome.SUCCESS: "info", Outcome.RETRY: "warning", Outcome.FAILED: "error"}
 
 
 class ChannelWorker(Consumer):
@@ -121,7 +123,7 @@ class ChannelWorker(Consumer):
             s.metrics.delivery_latency.labels(self.channel).observe(
                 max(0, s.clock.now_ms() - msg.decided_ms) / 1000
             )
-        _LOG_AT[result.outcome](
+        getattr(log, _LOG_AT[result.outcome])(
             "notification_" + result.outcome,
             incident_id=inc.id,
             channel=self.channel,

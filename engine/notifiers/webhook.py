@@ -32,8 +32,10 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def webhook_body(message: Message) -> dict[str, Any]:
+    """Version 1 of the body (README, "Generic webhook"): fields are only ever added to it."""
     return {
         "version": "1",
+        "event_id": event_id(message),
         "action": str(message.action),
         "incident_id": message.incident_id,
         "title": message.title,
@@ -47,6 +49,7 @@ def webhook_body(message: Message) -> dict[str, Any]:
         "triggered_at": message.triggered_at,
         "actor": message.actor,
         "incident_url": message.incident_url,
+        "links": message.links,  # signed one-click acknowledge/resolve pages, when PUBLIC_URL is set
     }
 
 

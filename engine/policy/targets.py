@@ -106,6 +106,11 @@ def _contacts(user: User, user_name: str) -> list[Address]:
     return [Address(channel, address, user_name) for channel, address in found if address]
 
 
+def first_steps(user: User, user_name: str) -> list[Address]:
+    """Where a page reaches this person at once (their rules' 0s steps, or every contact)."""
+    return _steps(user, user_name)[0]
+
+
 def contact_methods(user: User, user_name: str) -> list[Address]:
     """A person's contact methods in failover order (the registry's order: Slack, Telegram, email...)."""
     order = [kind.name for kind in CHANNEL_KINDS]

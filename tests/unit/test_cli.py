@@ -47,10 +47,17 @@ def test_missing_channel_secrets_are_named_at_start(tmp_path: Path) -> None:
 
     channels = load_policies(ROOT / "policies").channels
     assert secret_problems(channels, {}) == [
+        "slack bot token: environment variable SLACK_BOT_TOKEN is not set",
+        "slack signing secret: environment variable SLACK_SIGNING_SECRET is not set",
         "pagerduty service 'platform': environment variable PAGERDUTY_PLATFORM_KEY is not set",
         "webhook 'audit': environment variable AUDIT_WEBHOOK_SECRET is not set",
     ]
-    env = {"PAGERDUTY_PLATFORM_KEY": "k" * 32, "AUDIT_WEBHOOK_SECRET": "s"}
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-t",
+        "SLACK_SIGNING_SECRET": "s",
+        "PAGERDUTY_PLATFORM_KEY": "k" * 32,
+        "AUDIT_WEBHOOK_SECRET": "s",
+    }
     assert secret_problems(channels, env) == []
 
 

@@ -30,10 +30,15 @@ def test_simulate_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[2].split() == ["OFFSET", "TIME", "LEVEL", "TARGET", "WHO", "CHANNEL", "ACTION", "NOTE"]
     row = "+0s 2027-03-26 18:00+01:00 1 user:sre-oncall sre-oncall email:sre-oncall@example.com trigger"
     assert lines[3].split() == row.split()
+    slack = "+0s 2027-03-26 18:00+01:00 1 user:sre-oncall sre-oncall slack:U01SREONC trigger"
+    assert lines[4].split() == slack.split()
+    channel = "+0s 2027-03-26 18:00+01:00 1 slack:#incidents - slack:#incidents trigger"
+    assert channel.split() in [line.split() for line in lines]
     assert any(
         line.split()[:5] == ["+15m", "2027-03-26", "18:15+01:00", "2", "user:eng-manager"] for line in lines
     )
-    assert sum("acknowledge" in line for line in lines) == 5  # the four level-1 targets and level 2's
+    # level 1: two users on email and Slack, PagerDuty, the audit hook, #incidents; and level 2's
+    assert sum("acknowledge" in line for line in lines) == 8
 
 
 def test_simulate_json_keeps_the_offset_of_at(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,8 +67,12 @@ def test_simulate_a_label_set_pages_the_one_on_call(
     doc = run_json(capsys, "simulate", "--alert", str(alert), "--at", at, "--resolve-at", "45m")
     oncall = run_json(capsys, "oncall", "sre-primary", "--at", at)["oncall"]
     paged = [p for p in doc["pages"] if p["target"] == "schedule:sre-primary" and p["action"] == "trigger"]
-    assert [p["user"] for p in paged] == oncall == ["alice"]
-    assert [(p["offset_s"], p["user"]) for p in doc["pages"] if p["level"] == 2] == [(1800, "senior-sre")]
+    assert oncall == ["alice"]
+    assert [(p["user"], p["channel"]) for p in paged] == [("alice", "email"), ("alice", "slack")]
+    assert [(p["offset_s"], p["user"], p["channel"]) for p in doc["pages"] if p["level"] == 2] == [
+        (1800, "senior-sre", "email"),
+        (1800, "senior-sre", "slack"),
+    ]
     assert doc["pages"][0]["at"] == "2027-03-26T12:00:00+00:00"
     assert {p["action"] for p in doc["pages"] if p["offset_s"] == 45 * 60} == {"resolve"}
 
@@ -114,8 +123,12 @@ def test_route_critical_shows_the_ladder_and_who_it_reaches(capsys: pytest.Captu
         "user:senior-sre",
         "pagerduty:platform",
         "webhook:audit",
+        "slack:#incidents",
     ]
     assert doc["levels"][0]["people"] == ["sre-oncall", "senior-sre"]
+    reached = [(r["target"], r["channel"], r["address"]) for r in doc["levels"][0]["reaches"]]
+    assert ("user:sre-oncall", "slack", "U01SREONC") in reached
+    assert ("slack:#incidents", "slack", "#incidents") in reached
     assert doc["levels"][1]["at"] == "2027-03-26T12:15:00+00:00"
     assert main(["route", "--labels", "severity=critical", "--policies", POLICIES]) == 0
     out = capsys.readouterr().out

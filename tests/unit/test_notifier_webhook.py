@@ -2,6 +2,8 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -68,6 +70,7 @@ async def test_posts_documented_json_and_headers(session: aiohttp.ClientSession,
     assert request.method == "POST"
     assert request.json == {
         "version": "1",
+        "event_id": hashlib.sha256(b"inc-7|trigger|2|webhook:ops|0").hexdigest(),
         "action": "trigger",
         "incident_id": "inc-7",
         "title": "[P1] DiskFull db-1",
@@ -90,6 +93,7 @@ async def test_posts_documented_json_and_headers(session: aiohttp.ClientSession,
         "triggered_at": "2026-11-23T10:00:05Z",
         "actor": "",
         "incident_url": "https://esc.example/incidents/inc-7",
+        "links": {},
     }
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"] == f"escalation-engine/{__version__}"
@@ -215,3 +219,24 @@ def test_parse_retry_after_http_date() -> None:
     seconds = parse_retry_after(future)
     assert seconds is not None
     assert 55 < seconds <= 60
+
+
+async def test_the_readmes_verification_snippet_accepts_our_signature_and_refuses_a_forgery(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The README's snippet is what receivers copy: it must agree with what the engine sends."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Generic webhook.**") :]
+    code = section[section.index("```python\n") + 10 :]
+    namespace: dict[str, Any] = {}
+    exec(code[: code.index("```")], namespace)  # noqa: S102 - our own README, under test
+    verify = namespace["verify"]
+    async with WebhookSink(secret="s3cret") as sink:
+        await notifier(session, sink.url, secret="s3cret").send(MESSAGE)
+        [request] = sink.requests
+    headers = dict(request.headers)
+    assert verify(b"s3cret", headers, request.body)
+    assert not verify(b"other", headers, request.body)
+    assert not verify(b"s3cret", headers, request.body + b" ")
+    stale = {**headers, "X-Escalation-Timestamp": str(int(headers["X-Escalation-Timestamp"]) - 301)}
+    assert not verify(b"s3cret", stale, request.body)

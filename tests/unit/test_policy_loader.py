@@ -68,7 +68,16 @@ def test_shipped_policies_load() -> None:
             2,
             15 * 60_000,
             [
-                (0, ["user:sre-oncall", "user:senior-sre", "pagerduty:platform", "webhook:audit"]),
+                (
+                    0,
+                    [
+                        "user:sre-oncall",
+                        "user:senior-sre",
+                        "pagerduty:platform",
+                        "webhook:audit",
+                        "slack:#incidents",
+                    ],
+                ),
                 (15 * 60_000, ["user:eng-manager"]),
                 (30 * 60_000, ["user:vp-eng"]),
             ],

@@ -27,11 +27,13 @@ def test_wrong_expectation_fails_with_file_line_and_diff(capsys: pytest.CaptureF
     assert out.splitlines()[0] == "ok    right routing"
     assert f"FAIL  {wrong}:8 wrong severity and on-call" in out
     assert "severity: expected P0, got P1" in out
-    assert "- #1 expected  at 0s, level 1, user bob" in out
+    assert "- #1 expected  at 0s, level 1, user bob, channel email" in out
     assert "+ #1 got       at 0s, level 1, target schedule:sre-primary, user alice, channel email" in out
-    assert "#2 ok" in out
-    assert "- #3 expected  at 15m, level 2, user senior-sre" in out
-    assert "+ #3 got       (no page)" in out
+    assert "- #2 expected  at 0s, level 1, user bob, channel slack" in out
+    assert "+ #2 got       at 0s, level 1, target schedule:sre-primary, user alice, channel slack" in out
+    assert "#3 ok" in out
+    assert "- #4 expected  at 15m, level 2, user senior-sre" in out
+    assert "+ #4 got       (no page)" in out
     assert out.splitlines()[-1] == "1 passed, 1 failed, 2 test(s) in 1 file(s)"
 
 
@@ -61,7 +63,10 @@ def test_until_limits_the_compared_pages(tmp_path: Path) -> None:
         "    alert: {alertname: X, severity: error}\n"
         "    expect:\n"
         "      until: 10m\n"
-        "      pages: [{at: 0s, user: alice}, {at: 0s, target: 'pagerduty:platform'}]\n",
+        "      pages:\n"
+        "        - {at: 0s, user: alice, channel: email}\n"
+        "        - {at: 0s, user: alice, channel: slack}\n"
+        "        - {at: 0s, target: 'pagerduty:platform'}\n",
         encoding="utf-8",
     )
     (case,) = load_cases([f])

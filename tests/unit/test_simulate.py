@@ -17,7 +17,7 @@ from engine.simulate import Page, incidents_of, reach, simulate
 ROOT = Path(__file__).parent.parent.parent
 MIN = 60_000
 FRIDAY_NOON_UTC = int(datetime.fromisoformat("2027-03-26T12:00:00Z").timestamp() * 1000)
-LEVEL_1 = {"user:sre-oncall", "user:senior-sre", "pagerduty:platform", "webhook:audit"}
+LEVEL_1 = {"user:sre-oncall", "user:senior-sre", "pagerduty:platform", "webhook:audit", "slack:#incidents"}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,15 @@ def test_a_p0_climbs_the_critical_ladder_and_repeats_it(shipped: PolicySet) -> N
     ]
     assert {p.target for p in pages if p.offset_s == 0} == LEVEL_1
     first = [p for p in pages if p.offset_s == 0]
-    assert ("sre-oncall", "email", "sre-oncall@example.com") in {
-        (p.user, p.channel, p.address) for p in first
+    # a user without notification rules is reached on every contact method at once
+    assert {(p.user, p.channel, p.address) for p in first} == {
+        ("sre-oncall", "email", "sre-oncall@example.com"),
+        ("sre-oncall", "slack", "U01SREONC"),
+        ("senior-sre", "email", "senior-sre@example.com"),
+        ("senior-sre", "slack", "U01SENIOR"),
+        ("", "pagerduty", "platform"),
+        ("", "webhook", "audit"),
+        ("", "slack", "#incidents"),
     }
     assert all(p.at_ms == FRIDAY_NOON_UTC + p.offset_s * 1000 for p in pages)
     assert {p.incident_key for p in pages} == {'|am:{}:{alertname="HighErrorRate", service="checkout"}'}
@@ -96,8 +103,14 @@ def test_a_p1_pages_whoever_is_on_call_then_l2(shipped: PolicySet) -> None:
     pages = simulate(shipped, labelled(alertname="X", severity="error", service="checkout"), FRIDAY_NOON_UTC)
     assert triggers(pages) == [(0, 1), (30, 2)]  # standard: until resolved, no repeat
     oncall = [p for p in pages if p.target == "schedule:sre-primary"]
-    assert [(p.user, p.channel, p.address) for p in oncall] == [("alice", "email", "alice@example.com")]
-    assert [p.user for p in pages if p.level == 2] == ["senior-sre"]
+    assert [(p.user, p.channel, p.address) for p in oncall] == [
+        ("alice", "email", "alice@example.com"),
+        ("alice", "slack", "U01ALICE"),
+    ]
+    assert [(p.user, p.channel) for p in pages if p.level == 2] == [
+        ("senior-sre", "email"),
+        ("senior-sre", "slack"),
+    ]
 
 
 def test_the_horizon_bounds_the_run(shipped: PolicySet) -> None:

@@ -1,0 +1,78 @@
+"""Failover order: a person's next contact method after the one that failed, never one the same
+page already reached, only on configured channels whose breaker is not open; a chain ends."""
+
+from engine.delivery.breaker import Breaker, State
+from engine.delivery.failover import next_contact
+from engine.delivery.ratelimit import RateLimits
+from engine.policy.models import PolicySet
+from engine.policy.targets import Address
+from tests.unit.escalation_helpers import POLICIES
+
+ALL = ("slack", "telegram", "email", "pagerduty")
+
+
+def policies_with(**alice: object) -> PolicySet:
+    users = {**POLICIES.users, "alice": POLICIES.users["a"].model_validate(alice)}
+    return POLICIES.model_copy(update={"users": users})
+
+
+def test_slack_fails_over_to_telegram_then_email_then_pagerduty() -> None:
+    rules = [{"after": "0s", "via": "slack"}]
+    p = policies_with(slack="U1", telegram="42", email="a@x", pagerduty="platform", notify=rules)
+    slack = Address("slack", "U1", "alice")
+    assert next_contact(slack, p, ALL) == Address("telegram", "42", "alice")
+    assert next_contact(Address("telegram", "42", "alice"), p, ALL) == Address("email", "a@x", "alice")
+    assert next_contact(Address("email", "a@x", "alice"), p, ALL) == Address("pagerduty", "platform", "alice")
+    assert next_contact(Address("pagerduty", "platform", "alice"), p, ALL) is None
+    # only configured channels, and not one whose breaker is open
+    assert next_contact(slack, p, ("slack", "email")) == Address("email", "a@x", "alice")
+
+    def not_telegram(a: Address) -> bool:
+        return a.channel != "telegram"
+
+    assert next_contact(slack, p, ALL, not_telegram) == Address("email", "a@x", "alice")
+
+
+def test_no_failover_to_a_method_the_page_already_reached_or_for_a_channel_target() -> None:
+    p = policies_with(slack="U1", email="a@x")  # no rules: every contact at once
+    assert next_contact(Address("slack", "U1", "alice"), p, ALL) is None
+    assert next_contact(Address("slack", "#ops", ""), p, ALL) is None
+    assert next_contact(Address("slack", "U1", "nobody"), p, ALL) is None
+
+
+def state(b: Breaker) -> State:
+    return b.state  # read through a call: each step changes it, which mypy cannot follow
+
+
+def test_the_breaker_opens_after_failures_probes_once_and_closes_on_success() -> None:
+    b = Breaker(failures_to_open=3, open_s=30)
+    for t in range(3):
+        assert b.allow(t)
+        b.record(False, t)
+    assert state(b) is State.OPEN and not b.allow(10) and b.retry_in_s(10) == 22
+    assert b.allow(32) and state(b) is State.HALF_OPEN  # one probe
+    assert not b.allow(32.5)  # while it is out, nothing else
+    assert b.record(False, 33) and state(b) is State.OPEN  # the probe failed: open again
+    assert b.allow(63) and b.record(True, 63.5) and state(b) is State.CLOSED
+    assert b.allow(64)
+
+
+def test_a_success_resets_the_count_of_failures() -> None:
+    b = Breaker(failures_to_open=2, open_s=30)
+    b.record(False, 0)
+    b.record(True, 1)
+    b.record(False, 2)
+    assert state(b) is State.CLOSED
+
+
+def test_rate_limits_take_tokens_and_a_retry_after_pauses_the_endpoint() -> None:
+    limits = RateLimits({"slack": (1.0, 2.0)})
+    assert limits.wait_s("slack", "#ops", 0) == 0 and limits.wait_s("slack", "#ops", 0) == 0
+    assert limits.wait_s("slack", "#ops", 0) == 1.0  # the burst is spent: one per second
+    assert limits.wait_s("slack", "#ops", 1) == 0
+    assert limits.wait_s("slack", "#dev", 1) == 0  # per channel
+    limits.pause("slack", "#dev", 30, now=1)
+    assert limits.wait_s("slack", "#dev", 2) == 29
+    assert limits.wait_s("email", "smtp", 2) == 0  # no documented rate: never held
+    limits.pause("email", "smtp", 5, now=2)
+    assert limits.wait_s("email", "smtp", 3) == 4
