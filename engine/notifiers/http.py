@@ -38,18 +38,20 @@ def snippet(body: bytes) -> str:
     return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
 
 
-async def http_post(
+async def http_exchange(
     session: aiohttp.ClientSession,
     url: str,
     data: bytes,
     headers: Mapping[str, str],
     timeout_s: float,
     what: str,
-) -> tuple[int, bytes]:
-    """POST and return (status, body) for 1xx-4xx answers other than 429.
+    secret: str = "",
+) -> tuple[int, bytes, float | None]:
+    """POST and return (status, body, Retry-After seconds) whatever the status.
 
-    Raises RetryableDeliveryError for 429, 5xx, timeouts and network errors. `what` names the
-    destination in errors; the URL is left out because webhook URLs often embed tokens.
+    Raises RetryableDeliveryError for timeouts and network errors, PermanentDeliveryError for a
+    URL that is not one. `what` names the destination in errors; the URL is left out (webhook
+    URLs and Telegram's embed tokens) and `secret` is blanked out of any error text.
     """
     try:
         async with session.post(
@@ -60,14 +62,29 @@ async def http_post(
             allow_redirects=False,  # a redirected POST may turn into a GET and silently drop the page
         ) as resp:
             body = await resp.content.read(_MAX_RESPONSE_BYTES)
-            status = resp.status
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-    except aiohttp.InvalidURL as exc:
-        raise PermanentDeliveryError(f"{what}: invalid URL") from exc
-    except TimeoutError as exc:
-        raise RetryableDeliveryError(f"{what}: no response within {timeout_s:g}s") from exc
-    except aiohttp.ClientError as exc:
-        raise RetryableDeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            return resp.status, body, parse_retry_after(resp.headers.get("Retry-After"))
+    except aiohttp.InvalidURL:
+        raise PermanentDeliveryError(f"{what}: invalid URL") from None
+    except TimeoutError:
+        raise RetryableDeliveryError(f"{what}: no response within {timeout_s:g}s") from None
+    except aiohttp.ClientError as exc:  # `from None`: the cause's text may hold the URL
+        text = str(exc).replace(secret, "***") if secret else str(exc)
+        raise RetryableDeliveryError(f"{what}: {type(exc).__name__}: {text}") from None
+
+
+async def http_post(
+    session: aiohttp.ClientSession,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    what: str,
+) -> tuple[int, bytes]:
+    """POST and return (status, body) for 1xx-4xx answers other than 429.
+
+    Raises RetryableDeliveryError for 429, 5xx, timeouts and network errors (see http_exchange).
+    """
+    status, body, retry_after = await http_exchange(session, url, data, headers, timeout_s, what)
     if status == 429 or status >= 500:
         raise RetryableDeliveryError(f"{what}: HTTP {status}: {snippet(body)}", retry_after)
     return status, body

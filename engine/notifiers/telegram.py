@@ -17,7 +17,7 @@ import aiohttp
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import Message
-from engine.notifiers.http import USER_AGENT, parse_retry_after, snippet
+from engine.notifiers.http import USER_AGENT, http_exchange, snippet
 from engine.policy.channels import TelegramChannel
 from engine.secrets import secret_or_error
 
@@ -26,7 +26,6 @@ __all__ = ["TelegramError", "TelegramNotifier", "build", "call", "message_text",
 MAX_TEXT = 4096  # characters (UTF-16 code units) after entity parsing
 MAX_CALLBACK_DATA = 64  # bytes
 MAX_RUNBOOKS = 3
-_MAX_RESPONSE_BYTES = 64 * 1024
 _ICONS = {"triggered": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resolved": "✅"}
 # the first message is gone or too old to edit: post a new one rather than lose the update
 _GONE = ("message to edit not found", "message can't be edited", "message_id_invalid")
@@ -76,23 +75,8 @@ async def call(
     what = f"telegram {method}"
     data = json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    try:
-        async with session.post(
-            url,
-            data=data,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            allow_redirects=False,
-        ) as resp:
-            body = await resp.content.read(_MAX_RESPONSE_BYTES)
-            status = resp.status
-            header_retry = parse_retry_after(resp.headers.get("Retry-After"))
-    except aiohttp.InvalidURL:
-        raise PermanentDeliveryError(f"{what}: invalid api_url") from None
-    except TimeoutError:
-        raise RetryableDeliveryError(f"{what}: no response within {timeout_s:g}s") from None
-    except aiohttp.ClientError as exc:  # `from None`: the cause's text may hold the URL
-        raise RetryableDeliveryError(f"{what}: {type(exc).__name__}: {_scrub(str(exc), token)}") from None
+    # 429s and 5xx come back as answers: Telegram's retry_after is in the body
+    status, body, header_retry = await http_exchange(session, url, data, headers, timeout_s, what, token)
     try:
         doc = json.loads(body)
     except ValueError:
