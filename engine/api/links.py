@@ -7,6 +7,7 @@ is refused: 409) and runs the action through the processor like any other. Answe
 HTML pages, never JSON, and never a 500 for a state the incident happens to be in.
 """
 
+import contextlib
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -153,17 +154,23 @@ async def _act(request: web.Request) -> web.Response:
     name = await _name(request)
     before = await _incident(request, link.incident_id)
     app = request.app
+    store = app[keys.store]
     try:
-        if not await app[keys.store].use_once(link.digest, link.expires_ms):
+        if not await store.use_once(link.digest, link.expires_ms):
             raise Refusal(
                 409,
                 "This link was already used",
                 ["Each link works once. Nothing was changed."],
                 summary(before),
             )
-        by = f"{name} (via link)" if name else "link"
-        after = await act(app, link.incident_id, link.action, by)
     except StoreError as exc:
+        raise _unavailable(exc) from None
+    by = f"{name} (via link)" if name else "link"
+    try:
+        after = await act(app, link.incident_id, link.action, by)
+    except StoreError as exc:  # nothing was done: the link works again when the store is back
+        with contextlib.suppress(StoreError):
+            await store.forget_use(link.digest)
         raise _unavailable(exc) from None
     except IncidentNotFound:
         raise Refusal(404, "No such incident", [f"There is no incident {link.incident_id}."]) from None

@@ -23,29 +23,33 @@ class Breaker:
     state: State = State.CLOSED
     failures: int = 0
     opened_at: float = 0.0
-    probing: bool = False  # half-open lets one send through at a time
+    probe_at: float | None = None  # half-open lets one send through at a time
+    held: set[str] = field(default_factory=set)  # incidents whose timeline says so, since it opened
 
     def allow(self, now: float) -> bool:
-        """May a send go now? Open turns half-open when its time is up, and lets one probe through."""
+        """May a send go now? Open turns half-open when its time is up, and lets one probe through;
+        a probe that never reports (parked, crashed) is replaced after another open_s."""
         if self.state is State.OPEN and now - self.opened_at >= self.open_s:
-            self.state, self.probing = State.HALF_OPEN, False
+            self.state, self.probe_at = State.HALF_OPEN, None
         if self.state is State.CLOSED:
             return True
-        if self.state is State.HALF_OPEN and not self.probing:
-            self.probing = True
+        if self.state is State.HALF_OPEN and (self.probe_at is None or now - self.probe_at >= self.open_s):
+            self.probe_at = now
             return True
         return False
 
     def retry_in_s(self, now: float) -> float:
-        """How long until a refused send may try again."""
-        return max(0.1, self.opened_at + self.open_s - now) if self.state is State.OPEN else 1.0
+        """How long until a refused send may try again: when the open time is up, or a probe's is."""
+        since = self.opened_at if self.state is State.OPEN else (self.probe_at or now)
+        return max(0.1, since + self.open_s - now)
 
     def record(self, ok: bool, now: float) -> bool:
         """Count a send's outcome; True when this changed the state."""
         before = self.state
-        self.probing = False
+        self.probe_at = None
         if ok:
             self.state, self.failures = State.CLOSED, 0
+            self.held.clear()
         else:
             self.failures += 1
             if self.state is State.HALF_OPEN or self.failures >= self.failures_to_open:

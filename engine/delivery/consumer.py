@@ -102,17 +102,18 @@ class Consumer:
                 pass
 
     async def step(self, claim: bool = False) -> int:
-        """One pass: read (and claim stale) entries and handle them, else move due retries back
-        onto the stream. Returns how many entries it handled or moved (0: nothing to do)."""
+        """One pass: move due retries back onto the stream (first: a busy stream must not starve
+        them), then read (and claim stale) entries and handle them. Returns how many entries it
+        moved or handled (0: nothing to do)."""
         s, config = self.shared, self.shared.config
+        pumped = await s.store.pump_retries(s.clock.now_ms(), channel=self.channel)
         entries = await s.store.read_outbox(config.consumer, config.batch, self.channel)
         if claim:
             idle_ms = int(config.claim_idle_s * 1000)
             entries += await s.store.claim_stale(config.consumer, idle_ms, config.batch, self.channel)
         if entries:
             await self._handle_batch(entries)
-            return len(entries)
-        return await s.store.pump_retries(s.clock.now_ms(), channel=self.channel)
+        return pumped + len(entries)
 
     async def _ensure_group(self) -> None:
         while not self._stopping:
@@ -134,7 +135,12 @@ class Consumer:
             for e in group:
                 await self.handle(e)
 
-        await asyncio.gather(*(in_order(g) for g in by_incident.values()))
+        # every group runs to its end before the next read, even when one fails: a group still
+        # running would race the next batch (an acknowledgement overtaking its page)
+        results = await asyncio.gather(*(in_order(g) for g in by_incident.values()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def handle(self, entry: Pending) -> None:
         """Deliver one entry; an error that is not a delivery outcome (a bug, bad data) is retried
@@ -168,6 +174,8 @@ class Consumer:
     ) -> None:
         s = self.shared
         dead_id = await s.store.dead_letter(entry, why, s.clock.now_ms(), failover)
+        if dead_id is None:  # another replica took the entry over and finished it
+            return
         s.metrics.dead_letters.labels(reason, self.label).inc()
         log.error("delivery_dead_lettered", entry=entry.entry_id, queue=self.label, reason=reason, detail=why)
         if failover is not None and failover.address is not None:

@@ -17,8 +17,8 @@ class Dispatcher(Consumer):
     async def deliver(self, entry: OutboxEntry) -> None:
         s, msg = self.shared, entry.message
         if msg.address is not None:  # already one address (parked before the split): pass it on
-            await s.store.move(entry, [msg], [])
-            s.wake(msg.address.channel)
+            if await s.store.move(entry, [msg], []):
+                s.wake(msg.address.channel)
             return
         inc = await s.store.load(msg.incident_id)
         if inc is None:
@@ -39,6 +39,6 @@ class Dispatcher(Consumer):
         sends = [msg.to(address) for address in todo.sends]
         # people's own later steps wait in their channel's retry set, parked in the same step
         later = [(msg.decided_ms + after, msg.followup_to(address)) for after, address in todo.later]
-        await s.store.move(entry, sends, later)
-        for channel in {address.channel for address in todo.sends}:
-            s.wake(channel)
+        if await s.store.move(entry, sends, later):
+            for channel in {address.channel for address in todo.sends}:
+                s.wake(channel)

@@ -27,9 +27,9 @@ class LinkSecret:
         return self._value
 
     async def links(self, incident_id: str, now_ms: int) -> dict[str, str]:
-        """Signed acknowledge/resolve links for a page sent now ({} without a public URL).
-        The expiry is rounded to the hour, so retries and the pages of one hour share links."""
+        """Signed acknowledge/resolve links for a page sent now ({} without a public URL). Each
+        page gets its own (the expiry, to the second, is in the token): a link used once does not
+        disable the links of a later page, say after an acknowledgement timed out."""
         if not self._public_url:
             return {}
-        expires_ms = (now_ms + self._ttl_ms) // 3_600_000 * 3_600_000 + 3_600_000
-        return links.links_for(await self.get(), self._public_url, incident_id, expires_ms)
+        return links.links_for(await self.get(), self._public_url, incident_id, now_ms + self._ttl_ms)

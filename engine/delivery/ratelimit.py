@@ -29,8 +29,9 @@ class RateLimits:
     rates: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(RATES))
     _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
 
-    def wait_s(self, channel: str, endpoint: str, now: float) -> float:
-        """0 and a token taken when a send may go now; else how long to wait (nothing taken)."""
+    def wait_s(self, channel: str, endpoint: str, now: float, max_wait_s: float = float("inf")) -> float:
+        """How long a send must wait for its turn, its turn reserved (0: go now). A wait longer
+        than `max_wait_s` reserves nothing: the caller parks the send and asks again later."""
         rate = self.rates.get(channel)
         key = (channel, endpoint)
         b = self._buckets.get(key)
@@ -44,13 +45,14 @@ class RateLimits:
             return 0.0
         b.tokens = min(b.burst, b.tokens + (now - b.at) * b.rate)
         b.at = now
-        if b.tokens >= 1.0:
-            b.tokens -= 1.0
-            return 0.0
-        return (1.0 - b.tokens) / b.rate
+        wait = max(0.0, (1.0 - b.tokens) / b.rate)
+        if wait <= max_wait_s:
+            b.tokens -= 1.0  # may go below 0: the sends queued behind it wait their turn
+        return wait
 
     def pause(self, channel: str, endpoint: str, seconds: float, now: float) -> None:
-        """The provider said "retry after": hold every send to this endpoint until then."""
+        """The provider said "retry after": hold every send to this endpoint until then (the
+        caller caps `seconds`: a proxy's Retry-After of a day must not silence a channel)."""
         key = (channel, endpoint)
         b = self._buckets.get(key)
         if b is None:

@@ -37,6 +37,8 @@ class Attempt:
     retry_in_s: float | None = None
 
 
+# providers ask for seconds to a minute; a proxy's Retry-After of a day must not hold a page that long
+MAX_RETRY_AFTER_S = 600.0
 _JITTER = random.Random()  # noqa: S311 - jitter, not security; its own, to leave the global state alone
 
 
@@ -58,5 +60,6 @@ def judge(
     if attempt + 1 >= policy.max_attempts:
         return Attempt(Outcome.FAILED, f"{where} gave up after {attempt + 1} attempts: {reason}")
     asked = error.retry_after_s if isinstance(error, RetryableDeliveryError) else None
+    asked = min(asked, MAX_RETRY_AFTER_S) if asked is not None else None
     delay = max(asked or 0.0, backoff_s(attempt, policy.backoff_s, policy.backoff_max_s))
     return Attempt(Outcome.RETRY, f"{where} failed ({reason}); retry in {delay:.1f}s", delay)

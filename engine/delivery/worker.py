@@ -11,7 +11,7 @@ from engine.delivery.breaker import State
 from engine.delivery.consumer import Consumer, Shared
 from engine.delivery.failover import next_contact
 from engine.delivery.plan import plan
-from engine.delivery.retry import Outcome, judge
+from engine.delivery.retry import MAX_RETRY_AFTER_S, Outcome, judge
 from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from engine.incident import Incident
 from engine.messages import Message, build_message
@@ -67,32 +67,35 @@ class ChannelWorker(Consumer):
         await self._outcome(entry, inc, address, endpoint, error, ref)
 
     async def _may_send(self, entry: OutboxEntry, address: Address, endpoint: str) -> bool:
-        """The breaker and the rate limit; False when the entry was handed on or parked instead."""
+        """The rate limit, then the breaker; False when the entry was parked or handed on instead."""
         s, msg = self.shared, entry.message
-        now = s.clock.now_ms() / 1000
-        if not s.breakers.allow(self.channel, endpoint, now):
-            s.metrics.deferred.labels(self.channel, "breaker_open").inc()
-            alt = self._failover(address)
-            where = f"{msg.action} to {address.channel}:{address.name} ({msg.target})"
-            if alt is not None:
-                await s.store.move(entry, [msg.to(alt).first_attempt()], [])
-                await self._failed_over(
-                    msg, address, alt, f"{where} not tried: {self.channel} {endpoint} is down (breaker open)"
-                )
-                return False
-            wait_s = s.breakers.get(self.channel, endpoint).retry_in_s(now)
-            due_ms = s.clock.now_ms() + int(wait_s * 1000)
-            await s.store.move(entry, [], [(due_ms, msg.retry(address))])
-            text = f"{where} held: {self.channel} {endpoint} is down (breaker open); retry in {wait_s:.1f}s"
-            await s.note(msg.incident_id, EntryKind.DELIVERY_RETRY, self.channel, text)
-            return False
-        while (wait_s := s.limits.wait_s(self.channel, endpoint, s.clock.now_ms() / 1000)) > 0:
+        wait_s = s.limits.wait_s(self.channel, endpoint, s.clock.now_ms() / 1000, s.config.rate_wait_max_s)
+        if wait_s > 0:
             s.metrics.deferred.labels(self.channel, "rate_limit").inc()
-            if wait_s > s.config.rate_wait_max_s:
+            if wait_s > s.config.rate_wait_max_s:  # its turn is far: park it, the worker moves on
                 await s.store.move(entry, [], [(s.clock.now_ms() + int(wait_s * 1000), msg)])
                 return False
-            await asyncio.sleep(wait_s)
-        return True
+            await asyncio.sleep(wait_s)  # its turn is reserved
+        now = s.clock.now_ms() / 1000
+        if s.breakers.allow(self.channel, endpoint, now):
+            return True
+        s.metrics.deferred.labels(self.channel, "breaker_open").inc()
+        where = f"{msg.action} to {address.channel}:{address.name} ({msg.target})"
+        down = f"{self.channel} {endpoint} is down (breaker open)"
+        alt = self._failover(address)
+        if alt is not None:
+            if await s.store.move(entry, [msg.to(alt).first_attempt()], []):
+                await self._failed_over(msg, address, alt, f"{where} not tried: {down}")
+            return False
+        # held, not tried: no attempt is used up, and the timeline says so once per incident
+        breaker = s.breakers.get(self.channel, endpoint)
+        wait_s = breaker.retry_in_s(now)
+        await s.store.move(entry, [], [(s.clock.now_ms() + int(wait_s * 1000), msg)])
+        if msg.incident_id not in breaker.held:
+            breaker.held.add(msg.incident_id)
+            text = f"{where} held: {down}; sent when it answers again"
+            await s.note(msg.incident_id, EntryKind.DELIVERY_RETRY, self.channel, text)
+        return False
 
     async def _outcome(
         self,
@@ -110,7 +113,7 @@ class ChannelWorker(Consumer):
         asked_s = error.retry_after_s if isinstance(error, RetryableDeliveryError) else None
         rate_limited = asked_s is not None
         if asked_s:  # the provider's "retry after" holds every send to this endpoint
-            s.limits.pause(self.channel, endpoint, asked_s, now)
+            s.limits.pause(self.channel, endpoint, min(asked_s, MAX_RETRY_AFTER_S), now)
         # an outage opens the breaker; a rate limit or a rejected message shows the endpoint is up
         outage = isinstance(error, TimeoutError) or (
             isinstance(error, RetryableDeliveryError) and not rate_limited
@@ -132,19 +135,31 @@ class ChannelWorker(Consumer):
         )
         await s.note(inc.id, result.outcome.timeline_kind, self.channel, result.text)
         if result.outcome is Outcome.SUCCESS:
-            if ref is not None:
-                await s.store.set_thread(inc.id, self.channel, address.name, ref)
-            await s.store.ack(entry)
+            await s.store.delivered(entry, ref)  # the thread reference kept in the same step
         elif result.outcome is Outcome.RETRY:
             assert result.retry_in_s is not None
             due_ms = s.clock.now_ms() + int(result.retry_in_s * 1000)
             await s.store.move(entry, [], [(due_ms, msg.retry(address))])
         else:
-            alt = self._failover(address)
-            handover = msg.to(alt).first_attempt() if alt is not None else None
-            if alt is not None:
-                await self._failed_over(msg, address, alt, result.text)
-            await self.dead_letter(entry, "failed", result.text, handover)
+            await self._give_up(entry, address, "failed", result.text)
+
+    async def _give_up(self, entry: OutboxEntry, address: Address, reason: str, why: str) -> None:
+        """A dead letter, and the person's next contact method in the same step."""
+        msg = entry.message
+        alt = self._failover(address)
+        handover = msg.to(alt).first_attempt() if alt is not None else None
+        if alt is not None:
+            await self._failed_over(msg, address, alt, why)
+        await self.dead_letter(entry, reason, why, handover)
+
+    async def _crashed(self, entry: OutboxEntry, exc: Exception) -> None:
+        """A send that keeps crashing (bad data, a bug) still reaches the person another way."""
+        msg, address = entry.message, entry.message.address
+        if address is None or msg.attempt + 1 < self.shared.config.max_attempts:
+            await super()._crashed(entry, exc)
+            return
+        why = f"{msg.action} to {msg.target} failed {msg.attempt + 1} times: {type(exc).__name__}: {exc}"
+        await self._give_up(entry, address, "crashed", why)
 
     def _failover(self, address: Address) -> Address | None:
         s = self.shared
@@ -179,8 +194,8 @@ class ChannelWorker(Consumer):
     async def _message(self, inc: Incident, msg: OutboxMessage, address: Address) -> Message:
         s = self.shared
         links: dict[str, str] = {}
-        if s.link_secret is not None and inc.is_open:
-            links = await s.link_secret.links(inc.id, msg.decided_ms)
+        if s.link_secret is not None and inc.is_open:  # valid from now: a re-driven page's too
+            links = await s.link_secret.links(inc.id, s.clock.now_ms())
         return build_message(
             inc,
             msg.action,

@@ -337,7 +337,17 @@ class SlackNotifier:
             text=escape(_cut(_header(message), MAX_SECTION_CHARS)),
             blocks=page_blocks(message),
         )
-        await self._call(what, "chat_postMessage", channel=channel, thread_ts=ts, text=reply_text(message))
+        # a page again (escalation, repeat) is also shown in the channel: a thread reply alone
+        # notifies nobody who is not following the thread
+        again = message.action is Action.TRIGGER
+        await self._call(
+            what,
+            "chat_postMessage",
+            channel=channel,
+            thread_ts=ts,
+            text=reply_text(message),
+            reply_broadcast=again,
+        )
         return None
 
     async def _post(self, what: str, channel: str, message: Message) -> tuple[str, str]:

@@ -99,9 +99,10 @@ class RedisOutbox(RedisShared):
 
     async def move(
         self, entry: Pending, sends: list[OutboxMessage], parked: list[tuple[int, OutboxMessage]]
-    ) -> None:
+    ) -> bool:
         """Ack `entry` and, in the same atomic step, queue `sends` on their channels' streams and
-        park `parked` (due_ms, message) in their retry sets: all in the entry's hash slot."""
+        park `parked` (due_ms, message) in their retry sets: all in the entry's hash slot.
+        False (and nothing queued) when this consumer no longer held the entry."""
         ks = [keys.stream(entry.channel, entry.shard)]
         args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
 
@@ -114,11 +115,23 @@ class RedisOutbox(RedisShared):
             args += [slot(keys.stream(_channel_of(message), entry.shard)), "", message.to_json()]
         for due_ms, message in parked:
             args += [slot(keys.parked(_channel_of(message), entry.shard)), due_ms, message.to_json()]
-        await self._call("move delivery", lambda: self.scripts["move"](keys=ks, args=args))
+        return bool(await self._call("move delivery", lambda: self.scripts["move"](keys=ks, args=args)))
 
     async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
         """Ack the entry and park its retries (due_ms, message) in one atomic step."""
         await self.move(entry, [], retries)
+
+    async def delivered(self, entry: OutboxEntry, thread: str | None = None) -> None:
+        """Ack a sent entry, keeping the notifier's thread reference in the same step."""
+        if thread is None:
+            await self.ack(entry)
+            return
+        msg = entry.message
+        assert msg.address is not None
+        ks = [keys.stream(entry.channel, entry.shard), keys.threads(msg.incident_id)]
+        field = f"{msg.address.channel}:{msg.address.name}"
+        args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id, field, thread, self.retention_ms]
+        await self._call("ack delivery", lambda: self.scripts["done"](keys=ks, args=args))
 
     async def pump_retries(self, now_ms: int, limit: int = 100, channel: str = keys.DISPATCH) -> int:
         moved = 0
@@ -133,9 +146,9 @@ class RedisOutbox(RedisShared):
 
     async def dead_letter(
         self, entry: Pending, reason: str, now_ms: int, failover: OutboxMessage | None = None
-    ) -> str:
+    ) -> str | None:
         """Move an entry from its stream to the dead letters and queue its `failover`, in one step.
-        Returns the dead letter's id (DeadLetter.id)."""
+        Returns the dead letter's id (DeadLetter.id); None when this consumer no longer held it."""
         raw = entry.raw if isinstance(entry, UnreadableEntry) else entry.message.to_json().encode()
         ks = [keys.stream(entry.channel, entry.shard), keys.dead_letters(entry.shard)]
         args: list[str | int | bytes] = [
@@ -150,6 +163,8 @@ class RedisOutbox(RedisShared):
             ks.append(keys.stream(_channel_of(failover), entry.shard))
             args.append(failover.to_json())
         dead_id = await self._call("dead-letter delivery", lambda: self.scripts["dead"](keys=ks, args=args))
+        if not dead_id:
+            return None
         return f"{entry.shard}-{dead_id.decode() if isinstance(dead_id, bytes) else dead_id}"
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:

@@ -15,7 +15,7 @@ from engine.errors import StoreError
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
-SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive")
+SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done")
 
 
 def _script(name: str) -> str:

@@ -19,7 +19,8 @@ class RedisShared(RedisCore):
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hset(key, f"{channel}:{address}", ref)
-                pipe.pexpire(key, self.retention_ms)
+                if self.retention_ms > 0:  # 0 keeps everything, as for incidents
+                    pipe.pexpire(key, self.retention_ms)
                 await pipe.execute()
 
         await self._run("keep thread", write)
@@ -40,3 +41,8 @@ class RedisShared(RedisCore):
         key = keys.used_link(digest)
         done = await self._call("use link", lambda: self.client.set(key, "1", nx=True, pxat=until_ms))
         return bool(done)
+
+    async def forget_use(self, digest: str) -> None:
+        """Undo use_once: the action it guarded could not be done."""
+        key = keys.used_link(digest)
+        await self._call("use link", lambda: self.client.delete(key))

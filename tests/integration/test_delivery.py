@@ -262,3 +262,30 @@ async def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivere
     assert dead_letters(rig, "unreadable") == 2.0
     assert await rig.drain(delivery) == 0
     assert await rig.store.claim_stale("c2", min_idle_ms=0, count=10) == []
+
+
+async def test_a_slow_replica_whose_entry_was_claimed_and_finished_queues_nothing_twice(rig: Rig) -> None:
+    await open_incident(rig)
+    slow, alive = rig.delivery("slow"), rig.delivery("alive")
+    await slow.ensure_groups()
+    [entry] = await rig.store.read_outbox("slow", 10)  # the slow replica reads, then stalls
+    await asyncio.sleep(0.05)
+    [claimed] = await rig.store.claim_stale("alive", min_idle_ms=10, count=10)
+    await alive.handle(claimed)  # dispatched: one send queued on PagerDuty's stream
+    await slow.handle(entry)  # the slow replica wakes up and dispatches too: refused
+    assert len(await rig.store.read_outbox("alive", 10, "pagerduty")) == 1
+
+
+async def test_due_retries_come_back_while_the_stream_stays_busy(rig: Rig) -> None:
+    incident_id = await open_incident(rig)
+    delivery = rig.delivery()
+    rig.pd.script(Reply(500))
+    assert await rig.drain(delivery) == 1  # parked for a retry
+    rig.clock.advance(5)
+    worker = delivery.workers["pagerduty"]
+    for n in range(3):  # new work keeps arriving on PagerDuty's stream
+        await rig.store.client.xadd(keys.stream("pagerduty", n), {"m": b"not json"})
+    await worker.step()
+    await worker.step()
+    assert [e["event_action"] for e in rig.pd.events] == ["trigger"]  # the retry was not starved
+    assert "delivered" in [e.kind.value for e in await rig.store.timeline(incident_id)]

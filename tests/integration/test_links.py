@@ -239,3 +239,19 @@ async def test_the_links_of_a_real_email_acknowledge_the_incident(rig: Rig, smtp
     status, done = await rig.post(path, {"by": "oncall"})
     assert status == 200 and "acknowledged by oncall (via link)" in done
     assert (await rig.incident(incident_id))["acknowledged_by"] == "oncall (via link)"
+
+
+async def test_a_later_page_carries_its_own_link_after_the_first_was_used(rig: Rig) -> None:
+    """Acknowledged through the first page's link, the ack timed out and the page came again:
+    its link must work, not answer "already used"."""
+    incident_id = await rig.open_incident()
+    secret = rig.client.app[keys.link_secret]
+    first = (await secret.links(incident_id, rig.clock.now_ms()))["acknowledge"]
+    assert (await rig.client.post(first[first.index("/ack/") :])).status == 200
+    await rig.client.post(f"/api/v1/incidents/{incident_id}/unack", json={"by": "alice"}, headers=AUTH)
+    rig.clock.advance(1800)
+    again = (await secret.links(incident_id, rig.clock.now_ms()))["acknowledge"]
+    assert again != first
+    resp = await rig.client.post(again[again.index("/ack/") :])
+    assert resp.status == 200, await resp.text()
+    assert (await rig.incident(incident_id))["status"] == "acknowledged"

@@ -65,14 +65,24 @@ def test_a_success_resets_the_count_of_failures() -> None:
     assert state(b) is State.CLOSED
 
 
-def test_rate_limits_take_tokens_and_a_retry_after_pauses_the_endpoint() -> None:
+def test_rate_limits_reserve_turns_and_a_retry_after_pauses_the_endpoint() -> None:
     limits = RateLimits({"slack": (1.0, 2.0)})
     assert limits.wait_s("slack", "#ops", 0) == 0 and limits.wait_s("slack", "#ops", 0) == 0
-    assert limits.wait_s("slack", "#ops", 0) == 1.0  # the burst is spent: one per second
-    assert limits.wait_s("slack", "#ops", 1) == 0
+    assert limits.wait_s("slack", "#ops", 0) == 1.0  # the burst is spent: its turn is in 1 s
+    assert limits.wait_s("slack", "#ops", 0) == 2.0  # and the next one's after it
+    assert limits.wait_s("slack", "#ops", 0, max_wait_s=1.5) == 3.0  # too far: nothing reserved
+    assert limits.wait_s("slack", "#ops", 2, max_wait_s=1.5) == 1.0  # the two reserved went by
     assert limits.wait_s("slack", "#dev", 1) == 0  # per channel
     limits.pause("slack", "#dev", 30, now=1)
     assert limits.wait_s("slack", "#dev", 2) == 29
     assert limits.wait_s("email", "smtp", 2) == 0  # no documented rate: never held
     limits.pause("email", "smtp", 5, now=2)
     assert limits.wait_s("email", "smtp", 3) == 4
+
+
+def test_a_probe_that_never_reports_is_replaced_after_the_open_time() -> None:
+    b = Breaker(failures_to_open=1, open_s=30)
+    b.record(False, 0)
+    assert b.allow(30)  # the probe goes out, and is parked or crashes: no outcome recorded
+    assert not b.allow(40) and b.retry_in_s(40) == 20
+    assert b.allow(60)  # a new probe: the breaker is not stuck half-open
