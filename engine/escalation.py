@@ -11,10 +11,12 @@ from engine.events import (
     Event,
     Note,
     Notify,
+    Reassign,
     Resolve,
     RoutedAlert,
     SetTimer,
     Snooze,
+    StatusUpdate,
     TimerFired,
     Unacknowledge,
 )
@@ -26,6 +28,7 @@ from engine.policy.models import EscalationPolicy, PolicySet
 from engine.policy.targets import resolve_target
 from engine.timeline import EntryKind as K
 from engine.times import epoch_ms, rfc3339, utc
+from engine.workflow import level_now, reassign, remind, reminding, status_update, update_every_ms
 
 ALERTMANAGER = "alertmanager"
 
@@ -59,9 +62,14 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
         case Escalate(by, note):
             d.effects.append(Note(K.ESCALATED, _with_note("Escalated by hand", note), by))
             _escalate_now(inc, d, policy, now_ms)
+        case StatusUpdate():
+            _status_update(inc, d, event, policy, now_ms, policies)
+        case Reassign():
+            reassign(inc, d, event, policy, now_ms)
         case TimerFired(due_ms):
             if inc.timer_ms != due_ms or now_ms < due_ms:
                 return Decision(incident)  # stale or early: another replica or step handled it
+            remind(inc, d, level_now(inc, policy), now_ms, policies)
             _on_timer(inc, d, policy, now_ms)
     _sync_timer(inc, d, policy, old_timer)
     return d
@@ -119,10 +127,18 @@ def _acknowledge(inc: Incident, d: Decision, policy: EscalationPolicy, by: str, 
         d.effects.append(Notify(Action.ACKNOWLEDGE, tuple(inc.paged), 0))
 
 
+def _status_update(
+    inc: Incident, d: Decision, ev: StatusUpdate, policy: EscalationPolicy, now: int, policies: PolicySet
+) -> None:
+    status_update(inc, d, ev, level_now(inc, policy), now, policies)
+    if ev.status == "resolved":  # the runbooks' last update: "Resolved"
+        _resolve(inc, d, ev.by, f"Resolved with UPDATE #{len(inc.updates)}", now)
+
+
 def _resolve(inc: Incident, d: Decision, by: str, text: str, now: int) -> None:
     inc.status = Status.RESOLVED
     inc.resolved_by, inc.resolved_ms = by, now
-    inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    inc.ack_deadline_ms = inc.snoozed_until_ms = inc.update_due_ms = None
     inc.held = []
     d.effects.append(Note(K.RESOLVED, text, by))
     if inc.paged:
@@ -231,6 +247,8 @@ def next_timer(inc: Incident, policy: EscalationPolicy) -> int | None:
         due.append(inc.ack_deadline_ms)
     if inc.status is Status.SNOOZED and inc.snoozed_until_ms is not None:
         due.append(inc.snoozed_until_ms)
+    if reminding(inc) and inc.update_due_ms is not None:
+        due.append(inc.update_due_ms)
     return min(due) if due else None
 
 
@@ -345,17 +363,25 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
         anchor_ms=now,
         group_key=top.alert.group_key,
         alerts={ra.alert.fingerprint: _alert_state(ra) for ra in fresh},
+        opened_by=ev.opened_by,
     )
+    if ev.title:
+        inc.title = ev.title
     d = Decision(inc, changed=True, opened=True, duplicates=dups)
     sev = policies.severities[inc.severity]
     text = f"Opened as {inc.severity} ({sev.description})" if sev.description else f"Opened as {inc.severity}"
-    d.effects.append(Note(K.OPENED, f"{text} by rule {inc.rule}, policy {inc.policy}", ALERTMANAGER))
+    how = f"by hand by {ev.opened_by}, " if ev.opened_by else "by "
+    d.effects.append(
+        Note(K.OPENED, f"{text} {how}rule {inc.rule}, policy {inc.policy}", ev.opened_by or ALERTMANAGER)
+    )
     policy = ladder_of(inc, policies, now)
     if (window := window_for(policies.maintenance, top.alert.labels, now)) is not None:
         inc.step = policy.step_count()  # recorded, never paged
         d.effects.append(Note(K.MAINTENANCE, f"Opened during maintenance window {window.name}: not paging"))
         _sync_timer(inc, d, policy, None)
         return d
+    if every := update_every_ms(inc, policies):  # not in maintenance: nobody works on those
+        inc.update_due_ms = now + every
     if sev.calendar is not None and (opens := _opens_ms(sev.calendar, now)) > now:
         inc.anchor_ms = opens  # the whole ladder starts when business hours begin
         hours = sev.business_hours_only

@@ -16,6 +16,10 @@ class Action(StrEnum):
     TRIGGER = "trigger"  # a page: first notification, escalation, repeat, re-trigger
     ACKNOWLEDGE = "acknowledge"
     RESOLVE = "resolve"
+    UPDATE = "update"  # a status update, a reassignment notice, a reminder that an update is due
+
+
+UPDATE_STATUSES = ("investigating", "identified", "monitoring", "resolved")  # the runbooks' words
 
 
 # Events ---------------------------------------------------------------------------------------
@@ -34,6 +38,8 @@ class AlertsReceived:
     alerts: tuple[RoutedAlert, ...]
     key: str
     new_id: str
+    title: str = ""  # an incident opened by hand: its title (else made from the alert)
+    opened_by: str = ""  # ... and who reported it
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +74,39 @@ class Escalate:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """The incident commander's update: one of UPDATE_STATUSES and what people should know."""
+
+    by: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reassign:
+    """Hand the incident to another target (user:, schedule:, team:...): paged now, the old told."""
+
+    by: str
+    to: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     due_ms: int
 
 
-Event = AlertsReceived | Acknowledge | Unacknowledge | Resolve | Snooze | Escalate | TimerFired
+Event = (
+    AlertsReceived
+    | Acknowledge
+    | Unacknowledge
+    | Resolve
+    | Snooze
+    | Escalate
+    | StatusUpdate
+    | Reassign
+    | TimerFired
+)
 MANUAL_ACTIONS: dict[str, Callable[[str, str], Event]] = {
     "ack": Acknowledge,
     "unack": Unacknowledge,
@@ -89,6 +123,7 @@ class Notify:
     action: Action
     targets: tuple[str, ...]
     level: int
+    note: str = ""  # an UPDATE that is not a status update says what it is ("Reassigned to ...")
 
 
 @dataclass(frozen=True, slots=True)

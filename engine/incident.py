@@ -56,6 +56,11 @@ class Incident:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
     held: list[list[int]] = field(default_factory=list)  # [release_ms, step]: pages waiting for a calendar
+    # status updates, in order: {"n": 1, "status": "investigating", "text": ..., "by": ..., "at_ms": ...}
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    update_due_ms: int | None = None  # when the next status update is due (severity's update_every)
+    assignee: str | None = None  # the target it was last reassigned to (a user, schedule, team...)
+    opened_by: str = ""  # who opened it by hand ("" when an alert opened it)
     duplicates: int = 0  # repeats seen; kept by the store as a counter beside the record, not in it
     version: int = 0  # compare-and-set guard, bumped by the store on each commit
 
@@ -72,6 +77,7 @@ class Incident:
         other.alerts = dict(self.alerts)
         other.paged = list(self.paged)
         other.held = [list(h) for h in self.held]
+        other.updates = list(self.updates)
         return other
 
     def to_json(self) -> str:

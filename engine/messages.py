@@ -1,6 +1,7 @@
 """What a paged person reads: one Message per incident, action and address. Pure."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.escalation import policy_of
 from engine.events import Action
@@ -49,6 +50,8 @@ class Message:
     paged: tuple[str, ...] = ()  # the targets paged so far, e.g. ("user:alice", "slack:#ops")
     acknowledged_by: str = ""
     resolved_by: str = ""
+    note: str = ""  # an update that is not a status update: "Reassigned to user:bob by alice"
+    status_update: dict[str, Any] | None = None  # the latest status update (UPDATE #n), if any
 
 
 def template_kind(action: Action, level: int) -> str:
@@ -58,6 +61,8 @@ def template_kind(action: Action, level: int) -> str:
         return "acknowledge"
     if action is Action.RESOLVE:
         return "resolve"
+    if action is Action.UPDATE:
+        return "update"
     return "trigger" if level == 0 else "escalation"
 
 
@@ -73,6 +78,7 @@ def build_message(
     decided_ms: int = 0,
     now_ms: int = 0,
     links: dict[str, str] | None = None,
+    note: str = "",
 ) -> Message:
     """The notification, worded by the incident's policy's templates (else the top-level ones,
     else the built-in defaults). `now_ms` (default: `decided_ms`, else the incident's creation) is
@@ -116,6 +122,8 @@ def build_message(
         external_url=url,
         paged=inc.paged,
         links=links,
+        updates=inc.updates,
+        note=note,
     )
     subject, body = templates.render(chosen, kind, ctx)
     _, html = templates.render(chosen, kind, ctx, html=True)
@@ -141,4 +149,6 @@ def build_message(
         paged=tuple(inc.paged),
         acknowledged_by=inc.acked_by or "",
         resolved_by=inc.resolved_by or "",
+        note=note,
+        status_update=inc.updates[-1] if inc.updates else None,
     )

@@ -24,6 +24,7 @@ class OutboxMessage:
     address: Address | None = None
     attempt: int = 0
     followup: bool = False  # a person's own later step: only while the incident is unacknowledged
+    note: str = ""  # an UPDATE's own words (a reassignment, a reminder); "" for a status update
 
     def retry(self, address: Address) -> "OutboxMessage":
         """This message again, to the one address that failed, one attempt later."""
@@ -62,6 +63,8 @@ class OutboxMessage:
             raw["attempt"] = self.attempt
         if self.followup:
             raw["followup"] = True
+        if self.note:
+            raw["note"] = self.note
         return json.dumps(raw, sort_keys=True)
 
     @classmethod
@@ -81,4 +84,5 @@ class OutboxMessage:
             address=address,
             attempt=int(raw.get("attempt", 0)),
             followup=bool(raw.get("followup", False)),
+            note=str(raw.get("note", "")),
         )

@@ -22,6 +22,9 @@ class EntryKind(StrEnum):
     ALERT_JOINED = "alert_joined"
     ALERT_REFIRED = "alert_refired"
     ALERT_RESOLVED = "alert_resolved"
+    STATUS_UPDATE = "status_update"  # "UPDATE #2 (identified): ..." by the incident commander
+    REASSIGNED = "reassigned"
+    UPDATE_DUE = "update_due"  # update_every passed without a status update: the commander reminded
     # recorded by delivery
     PAGE_SKIPPED = "page_skipped"
     NOBODY_ON_CALL = "nobody_on_call"

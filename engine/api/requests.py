@@ -1,6 +1,6 @@
 """Request bodies of the incident actions: validated by these models, documented from them."""
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +29,47 @@ class SnoozeBody(ActionBody):
         pattern=r"^([0-9]+(ms|y|w|d|h|m|s))+$",
         description="Go/Prometheus duration, more than 0s and at most 30d (e.g. 30m)",
     )
+
+
+class StatusBody(BaseModel):
+    """status: the incident commander's update, sent to everyone paged (UPDATE #n)."""
+
+    model_config = ConfigDict(extra="ignore", title="StatusBody")
+
+    by: str = Field("api", min_length=1, max_length=256, description="who posts it (a user name)")
+    status: Literal["investigating", "identified", "monitoring", "resolved"] = Field(
+        description="the runbooks' words; resolved also resolves the incident"
+    )
+    message: str = Field(min_length=1, max_length=4096, description="what people should know")
+
+
+class ReassignBody(BaseModel):
+    """reassign: hand the incident to another target, paged now; whoever had it is told."""
+
+    model_config = ConfigDict(extra="ignore", title="ReassignBody")
+
+    by: str = Field("api", min_length=1, max_length=256, description="who hands it over")
+    to: str = Field(
+        min_length=3,
+        max_length=256,
+        description="a target: user:NAME, schedule:NAME, team:NAME, slack:#ch...",
+    )
+    note: str = Field("", max_length=4096, description="why, for the timeline")
+
+
+class OpenBody(BaseModel):
+    """Open an incident by hand (a customer report): it pages exactly like an alert would."""
+
+    model_config = ConfigDict(extra="ignore", title="OpenBody")
+
+    title: str = Field(min_length=1, max_length=512)
+    severity: str | None = Field(None, max_length=64, description="a severity; else the rules decide")
+    policy: str | None = Field(None, max_length=256, description="an escalation policy; else the rules")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels the rules route on (service, team...), as for an alert"
+    )
+    description: str = Field("", max_length=8192)
+    reporter: str = Field("api", min_length=1, max_length=256, description="who reported it")
 
 
 def validate(model: type[M], raw: Any) -> M:

@@ -23,6 +23,14 @@ class AlertView(TypedDict):
     generator_url: str
 
 
+class UpdateView(TypedDict):
+    number: int
+    status: str  # investigating | identified | monitoring | resolved
+    message: str
+    by: str
+    at: Stamp
+
+
 class IncidentView(TypedDict):
     id: str
     title: str
@@ -42,6 +50,10 @@ class IncidentView(TypedDict):
     time_to_acknowledge_s: float | None
     time_to_resolve_s: float | None
     paged: list[str]
+    assignee: str | None  # the target it was last reassigned to
+    opened_by: str | None  # who opened it by hand (null: an alert did)
+    updates: list[UpdateView]  # status updates, oldest first
+    next_update_due_at: Stamp  # when the next status update is due (the severity's update_every)
     duplicates: int
     alerts: list[AlertView]
 
@@ -129,6 +141,19 @@ def incident_view(inc: Incident, levels: int | None = None) -> IncidentView:
         "time_to_acknowledge_s": (inc.acked_ms - inc.created_ms) / 1000 if inc.acked_ms else None,
         "time_to_resolve_s": (inc.resolved_ms - inc.created_ms) / 1000 if inc.resolved_ms else None,
         "paged": inc.paged,
+        "assignee": inc.assignee,
+        "opened_by": inc.opened_by or None,
+        "updates": [
+            {
+                "number": int(u.get("n", i + 1)),
+                "status": str(u.get("status", "")),
+                "message": str(u.get("text", "")),
+                "by": str(u.get("by", "")),
+                "at": _at(u.get("at_ms")),
+            }
+            for i, u in enumerate(inc.updates)
+        ],
+        "next_update_due_at": _at(inc.update_due_ms),
         "duplicates": inc.duplicates,
         "alerts": [
             {

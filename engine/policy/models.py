@@ -71,6 +71,8 @@ class Severity(Model):
     ack_within: DurationMs | None = None
     # the runbooks' "P3: during business hours": outside the calendar, paging starts when it opens
     business_hours_only: str | None = None
+    # the runbooks' "communicate status updates every 30 minutes": remind the incident commander
+    update_every: DurationMs | None = None
     _calendar: Calendar | None = PrivateAttr(default=None)
 
     @property

@@ -195,6 +195,7 @@ def context(
     paged: list[str] | None = None,
     updates: list[dict[Any, Any]] | None = None,
     links: dict[str, str] | None = None,
+    note: str = "",
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
     alerts = list(inc.alerts.values())
@@ -204,6 +205,10 @@ def context(
     notes = lead.annotations if lead is not None else {}
     end_ms = inc.resolved_ms if inc.status is Status.RESOLVED and inc.resolved_ms is not None else now_ms
     waiting = inc.timer_ms is not None and inc.timer_ms > now_ms and inc.is_open
+    # the next status update is due by the severity's update_every; else the next step of the ladder
+    next_at = inc.update_due_ms if inc.update_due_ms is not None and inc.is_open else None
+    if next_at is None and waiting:
+        next_at = inc.timer_ms
     return {
         "kind": kind,
         "now": rfc3339(now_ms),
@@ -224,7 +229,7 @@ def context(
             "acknowledged_by": inc.acked_by or "",
             "resolved_by": inc.resolved_by or "",
             "status_updates": [_update(u, rfc3339) for u in updates or []],
-            "next_update": human_duration(inc.timer_ms - now_ms) if waiting and inc.timer_ms else "",
+            "next_update": human_duration(max(0, next_at - now_ms)) if next_at is not None else "",
             "firing": len(firing),
             "alert_count": len(alerts),
             # the names the policy example's templates use
@@ -234,6 +239,7 @@ def context(
             "alerts": [_alert(a, rfc3339) for a in alerts],
         },
         "update": _latest(updates or []),
+        "note": note,  # an update that is not a status update: a reassignment, a reminder
         "alerts": [_alert(a, rfc3339) for a in alerts],
         "labels": common,
         "external_url": external_url,
@@ -257,7 +263,15 @@ def sample_context(kind: str = "trigger") -> dict[str, Any]:
         anchor_ms=1_700_000_000_000, timer_ms=1_700_004_800_000, acked_by="alice", resolved_by="bob",
         alerts=alerts, paged=["user:alice", "user:bob"],
     )  # fmt: skip
-    updates = [{"at_ms": 1_700_003_000_000, "actor": "alice", "text": "Rolled back the release."}]
+    updates = [
+        {
+            "n": 1,
+            "status": "identified",
+            "at_ms": 1_700_003_000_000,
+            "by": "alice",
+            "text": "Rolled back the release.",
+        }
+    ]
     return context(
         inc, kind=kind, level=1, now_ms=1_700_003_900_000, severity_description="Major degradation",
         external_url="https://oncall.example/incidents/inc-sample", updates=updates,
@@ -332,6 +346,25 @@ Summary:
 Resolution:
 """
 _SUBJECT = "[{{ severity }}] {{ service }} - "
+# the runbooks' update: "UPDATE #N", Status, Impact, Duration, what changed, Next update in
+_UPDATE = """\
+{% if note %}
+{{ note }}
+
+{% endif %}
+{% if update.number %}
+UPDATE #{{ update.number }}
+Status: {{ update.status | capitalize }}
+Impact: {{ impact }}
+Duration: {{ incident.duration }}
+
+{{ update.message }}
+{% else %}
+Status: {{ incident.status | capitalize }}
+Impact: {{ impact }}
+Duration: {{ incident.duration }}
+{% endif %}
+"""
 _DEFAULTS: dict[str, tuple[str, str]] = {
     "trigger": (
         _SUBJECT + "{{ brief }}",
@@ -343,8 +376,8 @@ _DEFAULTS: dict[str, tuple[str, str]] = {
         _HEAD + _TIMES + _ESCALATED + _DETAILS + _NEXT,
     ),
     "update": (
-        _SUBJECT + "UPDATE #{{ incident.status_updates | length }}",
-        _HEAD + "Duration: {{ incident.duration }}\n\nUpdate:\n" + _LATEST + _DETAILS + _NEXT,
+        _SUBJECT + "{% if note %}{{ note }}{% else %}UPDATE #{{ update.number }}{% endif %}",
+        _UPDATE + _DETAILS + _NEXT,
     ),
     "acknowledge": (
         _SUBJECT + "{{ brief }} (acknowledged by {{ incident.acknowledged_by or 'someone' }})",
