@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test install install-test alertmanager prometheus deploy-check lint typecheck unit clean
+.PHONY: serve test install install-test alertmanager prometheus browser deploy-check lint typecheck unit clean
 
 $(BIN)/escalation-engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ alertmanager:
 	@command -v prometheus-alertmanager >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
+
+# Debian's headless Chromium and its driver, for the web console's browser tests (no download
+# of a browser at test time: Selenium is pointed at these).
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 # Debian's Prometheus: `prometheus` for the integration tests (started on loopback by the tests
 # themselves), `promtool` for deploy-check. Where a policy-rc.d forbids it (containers) the
@@ -73,7 +80,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # Everything: deploy/ checks, lint, types, policy check, unit + real Redis/Cluster + real Alertmanager tests.
-test: install alertmanager prometheus deploy-check lint typecheck
+test: install alertmanager prometheus browser deploy-check lint typecheck
 	$(BIN)/escalation-engine check policies
 	$(BIN)/escalation-engine test policies/tests --policies policies
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,13 @@ T0 = 1_700_000_000_000
 RUNBOOK_FIELDS = {
     "trigger": ["Status: ", "Impact: ", "Start Time: ", "Next update in: "],
     "escalation": ["Status: ", "Impact: ", "Start Time: ", "escalating to level 2", "Next update in: "],
-    "update": ["Status: ", "Impact: ", "Duration: 1h 5m", "Update:\nRolled back", "Next update in: "],
+    "update": [
+        "UPDATE #1\nStatus: Identified\n",
+        "Impact: ",
+        "Duration: 1h 5m",
+        "\nRolled back the release.\n",
+        "Next update in: ",
+    ],
     "acknowledge": ["Status: Acknowledged", "Acknowledged by: alice", "Duration: ", "Next update in: "],
     "resolve": ["Status: Resolved", "Duration: 1h 5m", "Impact: ", "Resolved by: bob", "Summary:"],
 }
@@ -101,6 +107,7 @@ def test_context_is_plain_data_of_the_documented_shape() -> None:
         "external_url",
         "update",
         "ack_url",
+        "note",
         "resolve_url",
     }
     assert (ctx["ack_url"], ctx["resolve_url"]) == ("", "")
