@@ -1,6 +1,7 @@
 """Every event takes one path: load, decide, commit guarded by the version; a lost race re-reads."""
 
 import asyncio
+import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -9,10 +10,12 @@ import structlog
 
 from engine.alerts import Alert, AlertStatus
 from engine.clock import Clock
-from engine.errors import ConflictError, IncidentNotFound, StoreError
+from engine.errors import ConflictError, IncidentNotFound, IngestError, StoreError
 from engine.escalation import decide
 from engine.events import Action, AlertsReceived, Decision, Event, Notify, RoutedAlert, TimerFired
 from engine.incident import Incident, Status
+from engine.manual import ManualIncident, routed_alert
+from engine.manual import problems as manual_problems
 from engine.metrics import Metrics, level_label
 from engine.outbox import OutboxMessage
 from engine.policy.heartbeats import silence_alert
@@ -127,6 +130,23 @@ class Processor:
             if wanted != due_ms:
                 await self.store.repair_timer(incident_id, due_ms, wanted)
         return d
+
+    async def open_manual(self, req: ManualIncident) -> Incident:
+        """Open an incident by hand; raises IngestError (422) naming a bad field."""
+        policies = self.policies()
+        if found := manual_problems(req, policies):
+            raise IngestError(f"invalid body: {found[0]}", [{"message": p} for p in found])
+        fingerprint = secrets.token_hex(8)
+        routed = routed_alert(req, policies, fingerprint, self.clock.now_ms())
+        key = f"manual|{fingerprint}"
+        new_id = keys.new_incident_id(keys.shard_of_key(key))
+        d = await self._run(
+            lambda: self.store.load_by_key(key),
+            lambda: AlertsReceived((routed,), key, new_id, title=req.title, opened_by=req.reporter),
+            policies,
+        )
+        assert d.incident is not None
+        return d.incident
 
     async def _run(
         self,

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import keys
-from engine.events import MANUAL_ACTIONS, Event, Snooze
+from engine.events import MANUAL_ACTIONS, Event, Reassign, Snooze, StatusUpdate
 from engine.incident import Incident
 
 log = structlog.get_logger(__name__)
@@ -21,6 +21,16 @@ async def act(
     """Run one action through the processor (the one write path); raises IncidentNotFound."""
     event: Event = Snooze(by, snooze_ms, note) if verb == "snooze" else MANUAL_ACTIONS[verb](by, note)
     return await app[keys.processor].act(incident_id, event)
+
+
+async def post_status(app: web.Application, incident_id: str, by: str, status: str, message: str) -> Incident:
+    """A status update (UPDATE #n) to everyone paged; `status` one of events.UPDATE_STATUSES."""
+    return await app[keys.processor].act(incident_id, StatusUpdate(by, status, message))
+
+
+async def reassign(app: web.Application, incident_id: str, by: str, to: str, note: str = "") -> Incident:
+    """Hand the incident to `to` (checked by the caller: see processor.check_target)."""
+    return await app[keys.processor].act(incident_id, Reassign(by, to, note))
 
 
 _background: set["asyncio.Task[None]"] = set()  # chat clicks still running after their answer

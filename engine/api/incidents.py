@@ -4,10 +4,11 @@ from aiohttp import web
 
 from engine.api import keys
 from engine.api.body import json_body
-from engine.api.requests import ActionBody, SnoozeBody, validate
+from engine.api.requests import ActionBody, OpenBody, ReassignBody, SnoozeBody, StatusBody, validate
 from engine.api.views import IncidentList, incident_detail, incident_view
 from engine.errors import IncidentNotFound, IngestError
-from engine.events import MANUAL_ACTIONS, Event, Snooze
+from engine.events import MANUAL_ACTIONS, Event, Reassign, Snooze, StatusUpdate
+from engine.manual import ManualIncident, target_problem
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import parse_matcher
 
@@ -57,16 +58,22 @@ async def get_incident(request: web.Request) -> web.Response:
     return web.json_response(detail)
 
 
+ACTIONS = (*MANUAL_ACTIONS, "snooze", "status", "reassign")
+
+
 async def incident_action(request: web.Request) -> web.Response:
     app = request.app
     app[keys.auth].check(request)
     action = request.match_info["action"]
-    if action != "snooze" and action not in MANUAL_ACTIONS:
-        raise IngestError(
-            f"unknown action {action!r}: use ack, unack, resolve, snooze or escalate", status=404
-        )
-    raw = await json_body(request, required=False)
-    event: Event
+    if action not in ACTIONS:
+        raise IngestError(f"unknown action {action!r}: use {', '.join(ACTIONS)}", status=404)
+    raw = await json_body(request, required=action in ("snooze", "status", "reassign"))
+    event = _event(action, raw, request)
+    inc = await app[keys.processor].act(request.match_info["id"], event)
+    return web.json_response(incident_view(inc, _levels(request, inc.policy)))
+
+
+def _event(action: str, raw: object, request: web.Request) -> Event:
     if action == "snooze":
         snooze = validate(SnoozeBody, raw)
         try:
@@ -75,9 +82,31 @@ async def incident_action(request: web.Request) -> web.Response:
             raise IngestError(f"duration: {exc}", status=422) from None
         if not 0 < duration_ms <= MAX_SNOOZE_MS:
             raise IngestError("duration: must be more than 0s and at most 30d", status=422)
-        event = Snooze(snooze.by, duration_ms, snooze.note)
-    else:
-        body = validate(ActionBody, raw)
-        event = MANUAL_ACTIONS[action](body.by, body.note)
-    inc = await app[keys.processor].act(request.match_info["id"], event)
-    return web.json_response(incident_view(inc, _levels(request, inc.policy)))
+        return Snooze(snooze.by, duration_ms, snooze.note)
+    if action == "status":
+        update = validate(StatusBody, raw)
+        return StatusUpdate(update.by, update.status, update.message)
+    if action == "reassign":
+        body = validate(ReassignBody, raw)
+        if problem := target_problem(body.to, request.app[keys.policies]()):
+            raise IngestError(f"to: {problem}", [{"field": "to", "message": problem}])
+        return Reassign(body.by, body.to, body.note)
+    plain = validate(ActionBody, raw)
+    return MANUAL_ACTIONS[action](plain.by, plain.note)
+
+
+async def open_incident(request: web.Request) -> web.Response:
+    """POST /api/v1/incidents: a customer report pages exactly like an alert does."""
+    app = request.app
+    app[keys.auth].check(request)
+    body = validate(OpenBody, await json_body(request, required=True))
+    req = ManualIncident(
+        title=body.title,
+        reporter=body.reporter,
+        severity=body.severity,
+        policy=body.policy,
+        labels=body.labels,
+        description=body.description,
+    )
+    inc = await app[keys.processor].open_manual(req)
+    return web.json_response(incident_view(inc, _levels(request, inc.policy)), status=201)

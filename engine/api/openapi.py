@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import TypeAdapter
 
 from engine import __version__
-from engine.api.requests import ActionBody, SnoozeBody
+from engine.api.requests import ActionBody, OpenBody, ReassignBody, SnoozeBody, StatusBody
 from engine.api.views import (
     DeadLetterList,
     ErrorReply,
@@ -43,6 +43,9 @@ def _schemas() -> dict[str, Any]:
         ("AlertmanagerPayload", AlertmanagerPayload, "validation"),
         ("ActionBody", ActionBody, "validation"),
         ("SnoozeBody", SnoozeBody, "validation"),
+        ("StatusBody", StatusBody, "validation"),
+        ("ReassignBody", ReassignBody, "validation"),
+        ("OpenBody", OpenBody, "validation"),
         ("IngestReply", IngestReply, "serialization"),
         ("IncidentView", IncidentView, "serialization"),
         ("IncidentDetail", IncidentDetail, "serialization"),
@@ -77,6 +80,13 @@ def _text(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
+# each action's request body: status and reassign have their own, as snooze does
+ACTION_BODIES = {
+    **dict.fromkeys(MANUAL_ACTIONS, "ActionBody"),
+    "snooze": "SnoozeBody",
+    "status": "StatusBody",
+    "reassign": "ReassignBody",
+}
 INCIDENT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 WRITE: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
 
@@ -85,15 +95,14 @@ def _links() -> dict[str, Any]:
     """From a webhook's answer to the incident it opened: how a client (or a fuzzer) gets an id."""
     first = {"id": "$response.body#/incidents/0"}
     links = {"GetIncident": {"operationId": "get_incident", "parameters": first}}
-    for action in (*MANUAL_ACTIONS, "snooze"):
+    for action in ACTION_BODIES:
         links[f"Incident_{action}"] = {"operationId": f"incident_{action}", "parameters": first}
     return links
 
 
 def _actions() -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for action in (*MANUAL_ACTIONS, "snooze"):
-        body = "SnoozeBody" if action == "snooze" else "ActionBody"
+    for action, body in ACTION_BODIES.items():
         paths[f"/api/v1/incidents/{{id}}/{action}"] = {
             "post": {
                 "operationId": f"incident_{action}",
@@ -101,7 +110,7 @@ def _actions() -> dict[str, Any]:
                 "security": WRITE,
                 "parameters": [INCIDENT_ID],
                 "requestBody": {
-                    "required": action == "snooze",
+                    "required": body != "ActionBody",
                     "content": {"application/json": {"schema": _ref(body)}},
                 },
                 "responses": _answers(
@@ -246,7 +255,17 @@ def document() -> dict[str, Any]:
                 "summary": "Incidents, newest first",
                 "parameters": list_params,
                 "responses": _answers("IncidentList", "Incidents", 400, 503),
-            }
+            },
+            "post": {
+                "operationId": "open_incident",
+                "summary": "Open an incident by hand (a customer report): it pages like an alert",
+                "security": WRITE,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("OpenBody")}},
+                },
+                "responses": _answers("IncidentView", "Opened", 400, 401, 413, 422, 503, status=201),
+            },
         },
         "/api/v1/incidents/{id}": {
             "get": {

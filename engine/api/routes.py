@@ -9,6 +9,7 @@ from engine.api.middlewares import WEBHOOK_PATH
 def setup_routes(app: web.Application) -> None:
     app.router.add_post(WEBHOOK_PATH, webhook.alertmanager)
     app.router.add_get("/api/v1/incidents", incidents.list_incidents)
+    app.router.add_post("/api/v1/incidents", incidents.open_incident)
     app.router.add_get("/api/v1/incidents/{id}", incidents.get_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incidents.incident_action)
     app.router.add_get("/api/v1/deadletters", deadletters.list_dead_letters)

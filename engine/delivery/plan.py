@@ -7,6 +7,7 @@ from engine.escalation import policy_of
 from engine.events import Action
 from engine.incident import Incident, Status
 from engine.outbox import OutboxMessage
+from engine.policy.channels import CHANNELS
 from engine.policy.models import PolicySet
 from engine.policy.targets import Address, reachable, resolve_target
 
@@ -33,6 +34,10 @@ def plan(
         return Plan(sends=(msg.address,))
     found = resolve_target(msg.target, policies, now_ms)
     sends = reachable(msg.target, found.addresses, channels)
+    if msg.action is Action.UPDATE:  # an update goes where updates can be shown, not to PagerDuty
+        sends = [a for a in sends if CHANNELS[a.channel].updates]
+        if not sends:
+            return Plan()
     if not sends and not found.later:
         return Plan(unreachable=found.why_empty or found.note or _no_channel(msg.target, found.addresses))
     later = tuple((after, a) for after, a in found.later if reachable(msg.target, [a], channels))
@@ -55,4 +60,6 @@ def stale(inc: Incident, action: Action, policies: PolicySet) -> str:
             return "already acknowledged"
     if action is Action.ACKNOWLEDGE and inc.status is not Status.ACKNOWLEDGED:
         return f"incident is {inc.status} now"
+    if action is Action.UPDATE and inc.status is Status.RESOLVED:
+        return "already resolved"
     return ""

@@ -206,4 +206,5 @@ class ChannelWorker(Consumer):
             public_url=s.config.public_url,
             decided_ms=msg.decided_ms,
             links=links,
+            note=msg.note,
         )

@@ -245,11 +245,22 @@ def reply_text(message: Message) -> str:
         head = f":eyes: Acknowledged by {message.actor or message.acknowledged_by or 'someone'}"
     elif message.action is Action.RESOLVE:
         head = f":white_check_mark: Resolved by {message.actor or message.resolved_by or 'Alertmanager'}"
+    elif message.action is Action.UPDATE:
+        return _cut(escape(update_line(message)) + "\n" + escape(message.body.strip()), MAX_SECTION_CHARS)
     elif message.level > 0:
         head = f":arrow_double_up: Escalated to level {message.level + 1}: paging {message.target}"
     else:
         head = f":repeat: Still not acknowledged: paging {message.target} again"
     return _cut(f"{escape(head)}\n{escape(message.title)}", MAX_SECTION_CHARS)
+
+
+def update_line(message: Message) -> str:
+    """One line for an update: its own note (a reassignment, a reminder), else UPDATE #n."""
+    if message.note:
+        return f":memo: {message.note}"
+    update = message.status_update or {}
+    status = str(update.get("status", "")).capitalize()
+    return f":memo: UPDATE #{update.get('n', '?')} ({status}) by {update.get('by', 'someone')}"
 
 
 def classify(what: str, error: str, retry_after_s: float | None = None) -> Exception:
@@ -327,6 +338,11 @@ class SlackNotifier:
             channel, ts = await self._post(what, message.address, message)
             return json.dumps({"channel": channel, "ts": ts}, separators=(",", ":"))
         channel, ts = ref
+        if message.action is Action.UPDATE:  # status updates, reminders: in the thread only
+            await self._call(
+                what, "chat_postMessage", channel=channel, thread_ts=ts, text=reply_text(message)
+            )
+            return None
         # the page may have been deleted: the thread reply still tells the story
         await self._call(
             what,

@@ -195,6 +195,10 @@ def reply_text(message: Message) -> str:
     """What is said under the first message: the page again, or who acted."""
     if message.action is Action.TRIGGER:
         return message_text(message)
+    if message.action is Action.UPDATE:  # a status update or a notice: its own words, in full
+        update = message.status_update or {}
+        head = message.note or f"UPDATE #{update.get('n', '?')} ({update.get('status', '')})"
+        return f"📝 <b>{_fit(head, 300)}</b>\n\n{_fit(message.body.strip(), MAX_TEXT - 400)}"
     verb = "Resolved" if message.action is Action.RESOLVE else "Acknowledged"
     by = message.actor or (message.resolved_by if verb == "Resolved" else message.acknowledged_by)
     text = f"{_ICONS['resolved' if verb == 'Resolved' else 'acknowledged']} <b>{verb}</b>"
@@ -232,7 +236,8 @@ class TelegramNotifier:
         if ref is None or ref.chat != chat_id(message.address):
             return await self._first(token, message)
         try:
-            await self._edit(token, message, ref)
+            if message.action is not Action.UPDATE:  # an update is a reply; the page keeps its state
+                await self._edit(token, message, ref)
         except TelegramError as exc:
             if not any(g in exc.description.lower() for g in _GONE):
                 raise

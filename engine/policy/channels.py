@@ -170,6 +170,7 @@ class ChannelKind:
     # with named_as: the key in its raw `channels:` entry holding those names, since the
     # cross-check runs before validation and cannot ask the settings' named_addresses()
     names_key: str = ""
+    updates: bool = True  # carries status updates and notices (PagerDuty's Events API cannot)
 
 
 # The order is a person's failover order: when one contact method gives up (or its breaker is
@@ -185,6 +186,7 @@ CHANNEL_KINDS: tuple[ChannelKind, ...] = (
         user_field="pagerduty",
         named_as="pagerduty service",
         names_key="services",
+        updates=False,
     ),
     ChannelKind("webhook", WebhookChannel, "webhook", named_as="webhook endpoint", names_key="endpoints"),
     ChannelKind("teams", TeamsChannel, "teams", named_as="teams endpoint", names_key="endpoints"),
