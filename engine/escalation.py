@@ -114,6 +114,8 @@ def _with_note(text: str, note: str) -> str:
 def _acknowledge(inc: Incident, d: Decision, policy: EscalationPolicy, by: str, note: str, now: int) -> None:
     inc.status = Status.ACKNOWLEDGED
     inc.acked_by, inc.acked_ms = by, now
+    if inc.first_acked_ms is None:  # time to acknowledge counts the first, whatever came after
+        inc.first_acked_ms, inc.first_acked_by = now, by
     inc.snoozed_until_ms = None
     inc.ack_deadline_ms = now + policy.ack_timeout if policy.ack_timeout else None
     if policy.until == "resolved":

@@ -61,6 +61,14 @@ class Incident:
     update_due_ms: int | None = None  # when the next status update is due (severity's update_every)
     assignee: str | None = None  # the target it was last reassigned to (a user, schedule, team...)
     opened_by: str = ""  # who opened it by hand ("" when an alert opened it)
+    first_acked_ms: int | None = None  # the first acknowledgement (an unack or reassign clears acked_ms)
+    first_acked_by: str | None = None
+
+    @property
+    def answered_ms(self) -> int | None:
+        """When it was first acknowledged (for records from before first_acked_ms: the last)."""
+        return self.first_acked_ms if self.first_acked_ms is not None else self.acked_ms
+
     duplicates: int = 0  # repeats seen; kept by the store as a counter beside the record, not in it
     version: int = 0  # compare-and-set guard, bumped by the store on each commit
 

@@ -9,6 +9,7 @@ from engine.incident import Incident
 from engine.policy import templates
 from engine.policy.models import PolicySet
 from engine.policy.templates import common_labels
+from engine.postmortem import review_due
 from engine.times import rfc3339
 
 __all__ = ["AlertSummary", "Message", "build_message", "common_labels", "rfc3339", "template_kind"]
@@ -124,6 +125,7 @@ def build_message(
         links=links,
         updates=inc.updates,
         note=note,
+        review=(review_due(inc, policies.severities) or "") if kind == "resolve" else "",
     )
     subject, body = templates.render(chosen, kind, ctx)
     _, html = templates.render(chosen, kind, ctx, html=True)

@@ -184,8 +184,10 @@ class Processor:
         for e in triggers:
             self.metrics.escalations.labels(inc.severity, level_label(e.level)).inc()
         was = previous if previous is not None and not d.opened else None
-        if inc.acked_ms is not None and (was is None or was.acked_ms is None):
-            self.metrics.time_to_ack.labels(inc.severity).observe((inc.acked_ms - inc.created_ms) / 1000)
+        if inc.first_acked_ms is not None and (was is None or was.first_acked_ms is None):
+            self.metrics.time_to_ack.labels(inc.severity).observe(
+                (inc.first_acked_ms - inc.created_ms) / 1000
+            )
         if inc.status is Status.RESOLVED and inc.resolved_ms is not None:
             self.metrics.time_to_resolve.labels(inc.severity).observe(
                 (inc.resolved_ms - inc.created_ms) / 1000

@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.sinks import Recorded, Reply, _Sink
 
-__all__ = ["TOKEN", "ResponseUrlSink", "SlackSink", "block_problems"]
+__all__ = ["TOKEN", "ResponseUrlSink", "SlackSink", "block_problems", "view_problems"]
 
 TOKEN = "xoxb-test-token"
 _LIMITS = {"header": 150, "section": 3000, "field": 2000, "button": 75, "value": 2000, "id": 255}
@@ -148,6 +148,20 @@ class SlackSink(_Sink):
         """Delete a message, as someone in Slack would: chat.update then says message_not_found."""
         self.messages.pop((channel, ts), None)
 
+    def _views_open(self, request: Recorded) -> Reply:
+        """views.open: the bot token, a trigger_id and a valid modal; recorded in calls["views.open"]."""
+        body = request.json
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return Reply(200, {"ok": False, "error": "invalid_auth"})
+        problems = [] if isinstance(body, dict) and body.get("trigger_id") else ["trigger_id: required"]
+        problems += view_problems(body.get("view") if isinstance(body, dict) else None)
+        if problems:
+            return Reply(
+                200, {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
+            )
+        self.calls["views.open"].append(body)
+        return Reply(200, {"ok": True, "view": {**body["view"], "id": "V0MODAL01"}})
+
     def _problems(self, method: str, request: Recorded) -> tuple[str, list[str]]:
         if request.method != "POST":
             return "invalid_request", ["only POST is expected"]
@@ -181,6 +195,8 @@ class SlackSink(_Sink):
 
     async def _answer(self, request: Recorded) -> Reply:
         method = request.path.rsplit("/", 1)[-1]
+        if method == "views.open":
+            return self._views_open(request)
         if method not in ("chat.postMessage", "chat.update"):
             return Reply(200, {"ok": False, "error": "unknown_method"})
         error, problems = self._problems(method, request)
@@ -205,6 +221,31 @@ class SlackSink(_Sink):
             if method == "chat.postMessage" and "thread_ts" not in body:
                 self.parents.add((channel, ts))
         return reply
+
+
+def view_problems(view: Any) -> list[str]:
+    """What views.open would refuse in a modal view (the limits of Slack's view objects)."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return ["view.type: must be modal"]
+    problems = []
+    title = view.get("title")
+    if (
+        not isinstance(title, dict)
+        or title.get("type") != "plain_text"
+        or not 0 < len(title.get("text", "")) <= 24
+    ):
+        problems.append("view.title: plain_text of 1 to 24 characters")
+    if len(str(view.get("private_metadata", ""))) > 3000 or len(str(view.get("callback_id", ""))) > 255:
+        problems.append("view.private_metadata/callback_id: too long")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        return [*problems, "view.blocks: required"]
+    if any(b.get("type") == "input" for b in blocks) and not isinstance(view.get("submit"), dict):
+        problems.append("view.submit: required with input blocks")
+    for i, b in enumerate(blocks):
+        if b.get("type") == "input" and not (isinstance(b.get("element"), dict) and b.get("label")):
+            problems.append(f"view.blocks[{i}]: an input needs a label and an element")
+    return problems
 
 
 class ResponseUrlSink(_Sink):

@@ -204,6 +204,84 @@ def _delivery() -> dict[str, Any]:
     }
 
 
+def _people() -> dict[str, Any]:
+    """Post-incident reviews, reports and on-call calendar feeds."""
+    obj = {"description": "", "content": {"application/json": {"schema": {"type": "object"}}}}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    token = {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}
+    ics = {"description": "iCalendar feed", "content": {"text/calendar": {"schema": {"type": "string"}}}}
+    missing = _json("ErrorReply", "No such feed, or a wrong token (the two look alike)")
+    return {
+        "/api/v1/incidents/{id}/postmortem": {
+            "get": {
+                "operationId": "postmortem",
+                "summary": "The post-incident review in Markdown, pre-filled from the timeline",
+                "parameters": [INCIDENT_ID],
+                "responses": {
+                    "200": {
+                        "description": "Markdown",
+                        "content": {"text/markdown": {"schema": {"type": "string"}}},
+                    },
+                    "404": _json("ErrorReply", _ERRORS[404]),
+                    "503": _json("ErrorReply", _ERRORS[503]),
+                },
+            }
+        },
+        "/api/v1/reports": {
+            "get": {
+                "operationId": "report",
+                "summary": "MTTA/MTTR per severity and service, targets met, pages per person, noisy alerts",
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "string", "default": "30d"}},
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["json", "markdown"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The report",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/markdown": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _json("ErrorReply", "A bad since or format"),
+                    "503": _json("ErrorReply", _ERRORS[503]),
+                },
+            }
+        },
+        "/api/v1/schedules": {
+            "get": {
+                "operationId": "list_schedules",
+                "summary": "Who is on call on every schedule, the next hand-offs, and the calendar feed URLs",
+                "security": WRITE,
+                "responses": {
+                    "200": {**obj, "description": "Schedules"},
+                    "401": _json("ErrorReply", _ERRORS[401]),
+                },
+            }
+        },
+        "/api/v1/schedules/{name}.ics": {
+            "get": {
+                "operationId": "schedule_feed",
+                "summary": "A schedule's shifts as iCalendar (the token is the credential)",
+                "parameters": [name, token],
+                "responses": {"200": ics, "404": missing},
+            }
+        },
+        "/api/v1/users/{name}.ics": {
+            "get": {
+                "operationId": "user_feed",
+                "summary": "A person's shifts across every schedule, as iCalendar",
+                "parameters": [name, token],
+                "responses": {"200": ics, "404": missing},
+            }
+        },
+    }
+
+
 _LINK_PAGES = {
     "400": "Not a valid link (tampered, malformed)",
     "404": "No such incident",
@@ -277,6 +355,7 @@ def document() -> dict[str, Any]:
         },
         **_actions(),
         **_delivery(),
+        **_people(),
         "/-/reload": {
             "post": {
                 "operationId": "reload",

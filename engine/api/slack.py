@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 
-from engine.api import actions, keys
+from engine.api import actions, keys, slackmodal
 from engine.api.actions import act
 from engine.api.body import read_body
 from engine.api.middlewares import error
@@ -26,6 +26,8 @@ from engine.clock import Clock
 from engine.errors import IncidentNotFound, IngestError, StoreError
 from engine.incident import Incident, Status
 from engine.notifiers.http import USER_AGENT
+from engine.policy.channels import SlackChannel
+from engine.policy.models import PolicySet
 from engine.policy.targets import user_by_contact
 from engine.secrets import resolve_secret
 
@@ -82,10 +84,12 @@ class BlockActions(_Payload):
     actions: list[SlackAction] = Field(min_length=1)
     response_url: str = ""
     message: SlackMessage | None = None
+    trigger_id: str = Field(default="", max_length=255)  # opens a modal, for about 3 s
 
 
-def parse_payload(body: bytes) -> BlockActions:
-    """The click from the form field `payload`; IngestError 400 naming what is wrong."""
+def parse_payload(body: bytes) -> BlockActions | dict[str, Any]:
+    """The click from the form field `payload` (a submitted modal: its raw document);
+    IngestError 400 naming what is wrong."""
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=bool(body), max_num_fields=20)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -99,9 +103,12 @@ def parse_payload(body: bytes) -> BlockActions:
         raise IngestError(f"payload is not valid JSON: {exc}", status=400) from None
     if not isinstance(doc, dict):
         raise IngestError("payload must be a JSON object", status=400)
+    if doc.get("type") == "view_submission":
+        return doc
     if doc.get("type") != "block_actions":
         raise IngestError(
-            f"payload type {str(doc.get('type'))[:40]!r} is not supported: only block_actions", status=400
+            f"payload type {str(doc.get('type'))[:40]!r} is not supported: block_actions, view_submission",
+            status=400,
         )
     try:
         return BlockActions.model_validate(doc)
@@ -203,6 +210,10 @@ async def interactions(request: web.Request) -> web.Response:
     if not verify(secret, body, request.headers, _EngineClock(app[keys.processor].clock)):
         return error(401, "Slack signature missing, invalid or older than 5 minutes")
     click = parse_payload(body)
+    if isinstance(click, dict):  # the status-update modal, submitted
+        return await slackmodal.submitted(app, click, policies)
+    if click.actions[0].action_id == "incident_update":
+        return await _open_update(click, settings, policies)
     verb = VERBS.get(click.actions[0].action_id)
     if verb is None:
         return web.Response(status=200)  # not one of our buttons: nothing to do
@@ -212,4 +223,14 @@ async def interactions(request: web.Request) -> web.Response:
     reply = _Responder(click.response_url, settings.response_url_prefix, thread_ts)
     user = user_by_contact(policies, "slack", click.user.id)
     await actions.within(_handle(app, click, verb, user, reply), f"slack {verb} {click.actions[0].value}")
+    return web.Response(status=200)
+
+
+async def _open_update(click: BlockActions, settings: SlackChannel, policies: PolicySet) -> web.Response:
+    """ "Post update": the modal for a known user; anyone else is told, and nothing opens."""
+    reply = _Responder(click.response_url, settings.response_url_prefix, "")
+    if user_by_contact(policies, "slack", click.user.id) is None:
+        await reply.ephemeral(f"You are not on this policy: Slack user {click.user.id} is no user's contact.")
+    elif click.trigger_id and click.actions[0].value:
+        await slackmodal.open_modal(settings, click.trigger_id, click.actions[0].value)
     return web.Response(status=200)

@@ -138,7 +138,7 @@ def incident_view(inc: Incident, levels: int | None = None) -> IncidentView:
         "snoozed_until": _at(inc.snoozed_until_ms),
         "resolved_by": inc.resolved_by,
         "resolved_at": _at(inc.resolved_ms),
-        "time_to_acknowledge_s": (inc.acked_ms - inc.created_ms) / 1000 if inc.acked_ms else None,
+        "time_to_acknowledge_s": (inc.answered_ms - inc.created_ms) / 1000 if inc.answered_ms else None,
         "time_to_resolve_s": (inc.resolved_ms - inc.created_ms) / 1000 if inc.resolved_ms else None,
         "paged": inc.paged,
         "assignee": inc.assignee,

@@ -4,7 +4,19 @@ import argparse
 from types import ModuleType
 
 from engine import __version__
-from engine.cli import check, diff, oncall, policytests, route, schema, serve, simulate
+from engine.cli import (
+    check,
+    diff,
+    incidents,
+    oncall,
+    policytests,
+    postmortem,
+    report,
+    route,
+    schema,
+    serve,
+    simulate,
+)
 
 # a verb module has HELP, add_arguments(parser) and run(args) -> exit code
 VERBS: dict[str, ModuleType] = {
@@ -16,6 +28,9 @@ VERBS: dict[str, ModuleType] = {
     "simulate": simulate,
     "test": policytests,
     "diff": diff,
+    "incidents": incidents,
+    "postmortem": postmortem,
+    "report": report,
 }
 
 

@@ -43,7 +43,12 @@ MAX_BUTTON_CHARS = 75
 MAX_ALERTS = 5
 MAX_ALERT_CHARS = 300
 SNOOZE_LABEL = "Snooze 30m"
-ACTION_IDS = {"ack": "incident_ack", "resolve": "incident_resolve", "snooze": "incident_snooze"}
+ACTION_IDS = {
+    "ack": "incident_ack",
+    "resolve": "incident_resolve",
+    "snooze": "incident_snooze",
+    "update": "incident_update",  # opens the status-update modal (api/slackmodal.py)
+}
 
 RETRYABLE_ERRORS = frozenset(
     {
@@ -196,10 +201,11 @@ def _buttons(message: Message) -> list[dict[str, Any]]:
         "confirm": _plain("Resolve", 30),
         "deny": _plain("Cancel", 30),
     }
+    update = _button("update", "Post update", message.incident_id)  # opens the status-update modal
     if message.status == "acknowledged":
-        return [resolve]
+        return [resolve, update]
     ack = _button("ack", "Acknowledge", message.incident_id, "primary")
-    return [ack, resolve, _button("snooze", SNOOZE_LABEL, message.incident_id)]
+    return [ack, resolve, _button("snooze", SNOOZE_LABEL, message.incident_id), update]
 
 
 def _state_line(message: Message) -> str:

@@ -196,6 +196,7 @@ def context(
     updates: list[dict[Any, Any]] | None = None,
     links: dict[str, str] | None = None,
     note: str = "",
+    review: str = "",
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
     alerts = list(inc.alerts.values())
@@ -240,6 +241,7 @@ def context(
         },
         "update": _latest(updates or []),
         "note": note,  # an update that is not a status update: a reassignment, a reminder
+        "review": review,  # on a resolution: why the runbooks want a post-incident review ("" if not)
         "alerts": [_alert(a, rfc3339) for a in alerts],
         "labels": common,
         "external_url": external_url,
@@ -276,6 +278,7 @@ def sample_context(kind: str = "trigger") -> dict[str, Any]:
         inc, kind=kind, level=1, now_ms=1_700_003_900_000, severity_description="Major degradation",
         external_url="https://oncall.example/incidents/inc-sample", updates=updates,
         links={"acknowledge": "https://oncall.example/ack/t1", "resolve": "https://oncall.example/ack/t2"},
+        review="P1 incident: every P0 and P1 incident gets a post-incident review",
     )  # fmt: skip
 
 
@@ -337,6 +340,9 @@ Duration: {{ incident.duration }}
 Impact: {{ impact }}
 {% if incident.resolved_by %}
 Resolved by: {{ incident.resolved_by }}
+{% endif %}
+{% if review %}
+Post-incident review due: {{ review }}
 {% endif %}
 
 Summary:

@@ -51,7 +51,16 @@ async def test_the_document_describes_every_route_and_fuzzing_through_it_finds_n
         ]:
             assert route in paths
         actions = {p.rsplit("/", 1)[1] for p in paths if p.startswith("/api/v1/incidents/{id}/")}
-        assert actions == {"ack", "unack", "resolve", "escalate", "snooze", "status", "reassign"}
+        assert actions == {
+            "ack",
+            "unack",
+            "resolve",
+            "escalate",
+            "snooze",
+            "status",
+            "reassign",
+            "postmortem",
+        }
         alert = doc["components"]["schemas"]["AlertmanagerAlert"]
         assert {"startsAt", "labels", "status"} <= set(alert["properties"])  # from the validating model
 

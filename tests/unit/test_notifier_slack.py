@@ -118,6 +118,7 @@ async def test_a_page_is_one_post_with_block_kit_and_returns_its_thread_ref(
         ("incident_ack", "primary", "inc-42"),
         ("incident_resolve", "danger", "inc-42"),
         ("incident_snooze", None, "inc-42"),
+        ("incident_update", None, "inc-42"),
     ]
     assert json.loads(ref or "") == {"channel": SlackSink.channel_id("#ops"), "ts": "1795455912.000001"}
 
@@ -133,7 +134,10 @@ async def test_ack_edits_the_same_page_and_replies_in_its_thread(
     [update] = slack.calls["chat.update"]
     assert (update["channel"], update["ts"]) == (parent["channel"], parent["ts"])
     page = slack.messages[(parent["channel"], parent["ts"])]
-    assert buttons(page["blocks"]) == [("incident_resolve", "danger", "inc-42")]
+    assert buttons(page["blocks"]) == [
+        ("incident_resolve", "danger", "inc-42"),
+        ("incident_update", None, "inc-42"),
+    ]
     assert "Acknowledged by alice" in all_text(page["blocks"])
     reply = slack.calls["chat.postMessage"][1]
     assert reply["thread_ts"] == parent["ts"]
@@ -199,7 +203,10 @@ async def test_ack_without_a_page_posts_a_fresh_one_in_the_current_state(
     ref = await notifier(session, slack.url).send(ACK, "not a ref")
     [body] = slack.calls["chat.postMessage"]
     assert "thread_ts" not in body
-    assert buttons(body["blocks"]) == [("incident_resolve", "danger", "inc-42")]
+    assert buttons(body["blocks"]) == [
+        ("incident_resolve", "danger", "inc-42"),
+        ("incident_update", None, "inc-42"),
+    ]
     assert ref is not None
 
 
@@ -408,6 +415,7 @@ def test_signature_vectors_verify_within_five_minutes(name: str) -> None:
 
 def test_the_reference_click_parses() -> None:
     click = parse_payload((FIXTURES / "interactivity-request-body.txt").read_bytes())
+    assert not isinstance(click, dict)  # a click, not a submitted modal
     assert click.user.id == "U0ONCALL1"
     assert (click.actions[0].action_id, click.actions[0].value) == ("incident_ack", "inc-1234")
     assert click.message is not None and click.message.ts == "1795455912.001200"
@@ -420,7 +428,7 @@ def test_the_reference_click_parses() -> None:
         (b"other=1", "'payload' is missing"),
         (b"payload=%7B", "not valid JSON"),
         (b"payload=%5B%5D", "JSON object"),
-        (b'payload={"type":"view_submission"}', "not supported"),
+        (b'payload={"type":"shortcut"}', "not supported"),
         (b'payload={"type":"block_actions","user":{},"actions":[]}', "invalid block_actions"),
         (b"\xff\xfe", "URL-encoded"),
     ],

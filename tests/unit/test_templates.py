@@ -23,7 +23,14 @@ RUNBOOK_FIELDS = {
         "Next update in: ",
     ],
     "acknowledge": ["Status: Acknowledged", "Acknowledged by: alice", "Duration: ", "Next update in: "],
-    "resolve": ["Status: Resolved", "Duration: 1h 5m", "Impact: ", "Resolved by: bob", "Summary:"],
+    "resolve": [
+        "Status: Resolved",
+        "Duration: 1h 5m",
+        "Impact: ",
+        "Resolved by: bob",
+        "Summary:",
+        "Post-incident review due: P1 incident",
+    ],
 }
 
 
@@ -108,6 +115,7 @@ def test_context_is_plain_data_of_the_documented_shape() -> None:
         "update",
         "ack_url",
         "note",
+        "review",
         "resolve_url",
     }
     assert (ctx["ack_url"], ctx["resolve_url"]) == ("", "")
