@@ -35,6 +35,7 @@ from engine.scheduler import Scheduler
 from engine.store import keys as keys_
 from engine.store.base import Store
 from engine.store.connect import open_store
+from engine.web import setup_web
 
 log = structlog.get_logger(__name__)
 http_session = web.AppKey("http_session", aiohttp.ClientSession)
@@ -86,6 +87,7 @@ def create_app(
     for ctx in wiring.contexts():
         app.cleanup_ctx.append(ctx)
     setup_routes(app)
+    setup_web(app)  # the console at /
     app.router.add_get("/metrics", make_aiohttp_handler(wiring.metrics.registry))
     return app
 

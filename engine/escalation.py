@@ -28,7 +28,15 @@ from engine.policy.models import EscalationPolicy, PolicySet
 from engine.policy.targets import resolve_target
 from engine.timeline import EntryKind as K
 from engine.times import epoch_ms, rfc3339, utc
-from engine.workflow import level_now, reassign, remind, reminding, status_update, update_every_ms
+from engine.workflow import (
+    acknowledged,
+    level_now,
+    reassign,
+    remind,
+    reminding,
+    status_update,
+    update_every_ms,
+)
 
 ALERTMANAGER = "alertmanager"
 
@@ -47,6 +55,7 @@ def decide(incident: Incident | None, event: Event, now_ms: int, policies: Polic
             if inc.status is Status.ACKNOWLEDGED:
                 return Decision(incident)
             _acknowledge(inc, d, policy, by, note, now_ms)
+            acknowledged(inc, now_ms, policies)
         case Unacknowledge(by, note):
             if inc.status is not Status.ACKNOWLEDGED:
                 return Decision(incident)

@@ -17,8 +17,15 @@ def update_every_ms(inc: Incident, policies: PolicySet) -> int | None:
 
 
 def reminding(inc: Incident) -> bool:
-    """Status updates are due while people work on it: triggered or acknowledged."""
-    return inc.status in (Status.TRIGGERED, Status.ACKNOWLEDGED) and inc.update_due_ms is not None
+    """Status updates are due from the incident commander: once someone acknowledged (before,
+    the ladder is still paging), until it is resolved."""
+    return inc.status is Status.ACKNOWLEDGED and inc.update_due_ms is not None
+
+
+def acknowledged(inc: Incident, now: int, policies: PolicySet) -> None:
+    """Whoever acknowledges gets update_every from now for the first update, not from the page."""
+    if every := update_every_ms(inc, policies):
+        inc.update_due_ms = max(inc.update_due_ms or 0, now + every)
 
 
 def level_now(inc: Incident, policy: EscalationPolicy) -> int:
