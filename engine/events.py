@@ -124,6 +124,7 @@ class Notify:
     targets: tuple[str, ...]
     level: int
     note: str = ""  # an UPDATE that is not a status update says what it is ("Reassigned to ...")
+    update: int = 0  # a status update's number (UPDATE #n): sent late, it still says what it said
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,12 @@ def problems(req: ManualIncident, policies: PolicySet) -> list[str]:
 
 def routed_alert(req: ManualIncident, policies: PolicySet, fingerprint: str, now_ms: int) -> RoutedAlert:
     """The request as an alert and its route: the rules decide what the reporter left open."""
-    labels = {"alertname": MANUAL_ALERTNAME, **req.labels}
+    labels = {**req.labels, "alertname": MANUAL_ALERTNAME}  # never a heartbeat or another rule's alert
     terminal = route(policies, labels)[-1]
     chosen = Route(
         rule=terminal.rule if req.severity is None and req.policy is None else "manual",
         severity=req.severity or terminal.severity,
-        policy=req.policy or terminal.policy,
+        policy=req.policy or _policy_for(req.severity, policies) or terminal.policy,
         group_by="alert",
         lane="",
     )
@@ -52,6 +52,16 @@ def routed_alert(req: ManualIncident, policies: PolicySet, fingerprint: str, now
         notes["description"] = req.description
     alert = Alert(fingerprint, AlertStatus.FIRING, labels, now_ms, annotations=notes)
     return RoutedAlert(alert, chosen)
+
+
+def _policy_for(severity: str | None, policies: PolicySet) -> str | None:
+    """The policy the rules use for `severity` (the first rule giving it; the default's): a P1
+    reported by hand climbs the P1 ladder, not the one its labels alone would pick."""
+    if severity is None:
+        return None
+    if policies.default.severity == severity:
+        return policies.default.policy
+    return next((r.policy for r in policies.rules if r.severity == severity and r.heartbeat is None), None)
 
 
 def target_problem(target: str, policies: PolicySet) -> str | None:

@@ -80,6 +80,7 @@ def build_message(
     now_ms: int = 0,
     links: dict[str, str] | None = None,
     note: str = "",
+    update: int = 0,
 ) -> Message:
     """The notification, worded by the incident's policy's templates (else the top-level ones,
     else the built-in defaults). `now_ms` (default: `decided_ms`, else the incident's creation) is
@@ -123,7 +124,7 @@ def build_message(
         external_url=url,
         paged=inc.paged,
         links=links,
-        updates=inc.updates,
+        updates=inc.updates[:update] if update else inc.updates,  # UPDATE #n says what #n said
         note=note,
         review=(review_due(inc, policies.severities) or "") if kind == "resolve" else "",
     )
@@ -152,5 +153,5 @@ def build_message(
         acknowledged_by=inc.acked_by or "",
         resolved_by=inc.resolved_by or "",
         note=note,
-        status_update=inc.updates[-1] if inc.updates else None,
+        status_update=shown[-1] if (shown := inc.updates[:update] if update else inc.updates) else None,
     )

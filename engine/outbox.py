@@ -25,6 +25,7 @@ class OutboxMessage:
     attempt: int = 0
     followup: bool = False  # a person's own later step: only while the incident is unacknowledged
     note: str = ""  # an UPDATE's own words (a reassignment, a reminder); "" for a status update
+    update: int = 0  # a status update's number: what it says, even when sent after the next one
 
     def retry(self, address: Address) -> "OutboxMessage":
         """This message again, to the one address that failed, one attempt later."""
@@ -65,6 +66,8 @@ class OutboxMessage:
             raw["followup"] = True
         if self.note:
             raw["note"] = self.note
+        if self.update:
+            raw["update"] = self.update
         return json.dumps(raw, sort_keys=True)
 
     @classmethod
@@ -85,4 +88,5 @@ class OutboxMessage:
             attempt=int(raw.get("attempt", 0)),
             followup=bool(raw.get("followup", False)),
             note=str(raw.get("note", "")),
+            update=int(raw.get("update", 0)),
         )

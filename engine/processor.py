@@ -211,7 +211,7 @@ def _outbox(d: Decision, now_ms: int) -> list[OutboxMessage]:
     inc = d.incident
     assert inc is not None
     return [
-        OutboxMessage(inc.id, e.action, t, e.level, now_ms, note=e.note)
+        OutboxMessage(inc.id, e.action, t, e.level, now_ms, note=e.note, update=e.update)
         for e in d.effects
         if isinstance(e, Notify)
         for t in e.targets

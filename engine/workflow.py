@@ -43,7 +43,7 @@ def status_update(
     every = update_every_ms(inc, policies)
     inc.update_due_ms = now + every if every else None
     if ev.status != "resolved" and inc.paged:  # "resolved" resolves: the resolution tells everyone
-        d.effects.append(Notify(Action.UPDATE, tuple(inc.paged), level))
+        d.effects.append(Notify(Action.UPDATE, tuple(inc.paged), level, update=n))
 
 
 def reassign(inc: Incident, d: Decision, ev: Reassign, policy: EscalationPolicy, now: int) -> None:
@@ -53,12 +53,11 @@ def reassign(inc: Incident, d: Decision, ev: Reassign, policy: EscalationPolicy,
     before = [inc.assignee] if inc.assignee else list(inc.paged)
     told = tuple(t for t in before if t != ev.to)
     inc.assignee = ev.to
-    if inc.status is not Status.TRIGGERED:
-        inc.status = Status.TRIGGERED
-        inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
-        inc.step_limit = None
-        if inc.step > 0:  # the next level is due its usual spacing from now, not overdue
-            inc.anchor_ms = now - policy.step_offset_ms(inc.step - 1)
+    inc.status = Status.TRIGGERED
+    inc.acked_by = inc.acked_ms = inc.ack_deadline_ms = inc.snoozed_until_ms = None
+    inc.step_limit = None
+    if inc.step > 0:  # the new target gets the level's usual spacing from now before the next
+        inc.anchor_ms = now - policy.step_offset_ms(inc.step - 1)
     text = f"Reassigned to {ev.to}" + (f" (was {', '.join(told)})" if told else "")
     d.effects.append(Note(K.REASSIGNED, f"{text}: {ev.note}" if ev.note else text, ev.by))
     d.effects.append(Notify(Action.TRIGGER, (ev.to,), level))

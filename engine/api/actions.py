@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import keys
+from engine.errors import IncidentNotFound, IngestError
 from engine.events import MANUAL_ACTIONS, Event, Reassign, Snooze, StatusUpdate
 from engine.incident import Incident
 
@@ -23,13 +24,24 @@ async def act(
     return await app[keys.processor].act(incident_id, event)
 
 
+async def _still_open(app: web.Application, incident_id: str, what: str) -> None:
+    """A resolved incident takes no update and no new owner: say so (409), never a silent 200."""
+    inc = await app[keys.store].load(incident_id)
+    if inc is None:
+        raise IncidentNotFound(incident_id)
+    if not inc.is_open:
+        raise IngestError(f"incident {incident_id} is resolved: {what}", status=409)
+
+
 async def post_status(app: web.Application, incident_id: str, by: str, status: str, message: str) -> Incident:
     """A status update (UPDATE #n) to everyone paged; `status` one of events.UPDATE_STATUSES."""
+    await _still_open(app, incident_id, "post-incident notes go in its review, not in an update")
     return await app[keys.processor].act(incident_id, StatusUpdate(by, status, message))
 
 
 async def reassign(app: web.Application, incident_id: str, by: str, to: str, note: str = "") -> Incident:
-    """Hand the incident to `to` (checked by the caller: see processor.check_target)."""
+    """Hand the incident to `to` (checked by the caller: manual.target_problem)."""
+    await _still_open(app, incident_id, "there is nothing to hand over")
     return await app[keys.processor].act(incident_id, Reassign(by, to, note))
 
 

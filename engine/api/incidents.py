@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from engine.api import keys
+from engine.api import actions, keys
 from engine.api.body import json_body
 from engine.api.requests import ActionBody, OpenBody, ReassignBody, SnoozeBody, StatusBody, validate
 from engine.api.views import IncidentList, incident_detail, incident_view
@@ -69,7 +69,13 @@ async def incident_action(request: web.Request) -> web.Response:
         raise IngestError(f"unknown action {action!r}: use {', '.join(ACTIONS)}", status=404)
     raw = await json_body(request, required=action in ("snooze", "status", "reassign"))
     event = _event(action, raw, request)
-    inc = await app[keys.processor].act(request.match_info["id"], event)
+    incident_id = request.match_info["id"]
+    if isinstance(event, StatusUpdate):
+        inc = await actions.post_status(app, incident_id, event.by, event.status, event.message)
+    elif isinstance(event, Reassign):
+        inc = await actions.reassign(app, incident_id, event.by, event.to, event.note)
+    else:
+        inc = await app[keys.processor].act(incident_id, event)
     return web.json_response(incident_view(inc, _levels(request, inc.policy)))
 
 

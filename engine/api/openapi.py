@@ -30,6 +30,7 @@ _ERRORS = {
     400: "Bad request: not JSON, not an object, a bad query parameter",
     401: "Missing or bad credentials (when auth is configured)",
     404: "No such incident",
+    409: "The incident is resolved: no status update or reassignment any more",
     413: "Body over the size limit",
     422: "Invalid: `detail` lists each problem (a field, or a policy file:line)",
     503: "The store is unreachable: try again",
@@ -114,7 +115,7 @@ def _actions() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref(body)}},
                 },
                 "responses": _answers(
-                    "IncidentView", "The incident after the action", 400, 401, 404, 413, 422, 503
+                    "IncidentView", "The incident after the action", 400, 401, 404, 409, 413, 422, 503
                 ),
             }
         }

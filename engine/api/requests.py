@@ -1,6 +1,6 @@
 """Request bodies of the incident actions: validated by these models, documented from them."""
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,8 +65,10 @@ class OpenBody(BaseModel):
     title: str = Field(min_length=1, max_length=512)
     severity: str | None = Field(None, max_length=64, description="a severity; else the rules decide")
     policy: str | None = Field(None, max_length=256, description="an escalation policy; else the rules")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="labels the rules route on (service, team...), as for an alert"
+    labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)], str] = Field(
+        default_factory=dict,
+        max_length=30,
+        description="labels the rules route on (service, team...), as for an alert",
     )
     description: str = Field("", max_length=8192)
     reporter: str = Field("api", min_length=1, max_length=256, description="who reported it")

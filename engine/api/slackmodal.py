@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from engine.api import actions
-from engine.errors import IncidentNotFound, StoreError
+from engine.errors import IncidentNotFound, IngestError, StoreError
 from engine.events import UPDATE_STATUSES
 from engine.policy.channels import SlackChannel
 from engine.policy.models import PolicySet
@@ -143,6 +143,8 @@ async def submitted(app: web.Application, doc: dict[str, Any], policies: PolicyS
         await actions.post_status(app, incident_id, user, status, message)
     except IncidentNotFound:
         return _errors(message=f"There is no incident {incident_id}.")
+    except IngestError as exc:  # resolved meanwhile
+        return _errors(message=str(exc))
     except StoreError:
         return _errors(message="The engine cannot reach its store right now: try again.")
     log.info("slack_status_update", incident=incident_id, status=status, by=user)

@@ -1,6 +1,8 @@
 """escalation-engine: the argument parser; each verb is one module in this package (see VERBS)."""
 
 import argparse
+import os
+import sys
 from types import ModuleType
 
 from engine import __version__
@@ -43,5 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, verb in VERBS.items():
         verb.add_arguments(sub.add_parser(name, help=verb.HELP))
     args = parser.parse_args(argv)
-    code: int = VERBS[args.command].run(args)
+    try:
+        code: int = VERBS[args.command].run(args)
+    except BrokenPipeError:  # `... | head` closed our stdout: not an error, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code

@@ -38,6 +38,22 @@ class ApiError(Exception):
         self.status = status
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error here: urllib would carry the bearer token to wherever it points,
+    and turn a POST into a GET that "succeeds" without doing anything."""
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        fp.close()  # the redirect's own answer: read no further, leave no socket behind
+        raise ApiError(
+            f"the engine answered HTTP {code}, a redirect to {newurl}: use that as --url", EXIT_UNREACHABLE
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class Client:
     """JSON in, JSON (or text) out; every failure is an ApiError with a one-line message."""
 
@@ -84,7 +100,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(target, data=data, headers=headers, method=method)  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (http/https only: __init__)
+            with _OPENER.open(req, timeout=self.timeout_s) as resp:
                 payload: bytes = resp.read()
                 return payload
         except urllib.error.HTTPError as exc:

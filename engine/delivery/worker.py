@@ -207,4 +207,5 @@ class ChannelWorker(Consumer):
             decided_ms=msg.decided_ms,
             links=links,
             note=msg.note,
+            update=msg.update,
         )

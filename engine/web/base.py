@@ -111,7 +111,9 @@ async def set_session(request: web.Request, response: web.StreamResponse, s: Ses
         max_age=sess.TTL_S,
         path="/",
         httponly=True,
-        samesite="Strict",
+        # Lax, not Strict: a link from a page (Slack, email) must arrive logged in; every change
+        # is a POST, which Lax keeps off cross-site requests and the CSRF token guards besides
+        samesite="Lax",
         secure=secure(request),
     )
 
@@ -128,7 +130,9 @@ async def flash(request: web.Request, response: web.StreamResponse, s: Session, 
         max_age=120,
         path="/",
         httponly=True,
-        samesite="Strict",
+        # Lax, not Strict: a link from a page (Slack, email) must arrive logged in; every change
+        # is a POST, which Lax keeps off cross-site requests and the CSRF token guards besides
+        samesite="Lax",
         secure=secure(request),
     )
 

@@ -72,7 +72,7 @@ def severity_stats(
     out = []
     for name in names:
         mine = [i for i in window if i.severity == name]
-        tta = [(i.acked_ms - i.created_ms) / 1000 for i in mine if i.acked_ms is not None]
+        tta = [(i.answered_ms - i.created_ms) / 1000 for i in mine if i.answered_ms is not None]  # first ack
         ttr = [(i.resolved_ms - i.created_ms) / 1000 for i in mine if i.resolved_ms is not None]
         target_ms = targets_ms.get(name)
         target = target_ms / 1000 if target_ms else None

@@ -26,11 +26,40 @@ from aiohttp import web
 from engine.api.body import SERVER_ARGS
 from engine.app import create_app
 from engine.config import Settings
+from engine.delivery import ratelimit
 from engine.notifiers import PagerDutyNotifier
+from engine.notifiers.base import Notifier
+from engine.notifiers.slack import SlackNotifier
+from engine.policy.channels import Channels
+from engine.policy.models import EscalationPolicy
 from engine.web import setup_web
 from tests.e2e.harness import free_port
 from tests.integration.test_console import POLICIES, ROUTING_KEY, TOKEN, alert_body
 from tests.sinks import PagerDutySink
+from tests.slack_sink import TOKEN as SLACK_TOKEN
+from tests.slack_sink import SlackSink
+
+# the console's policies, with the incident channel on Slack too: updates are seen there
+WITH_SLACK = POLICIES.model_copy(
+    update={
+        "escalation_policies": {
+            "page": EscalationPolicy.model_validate(
+                {
+                    "levels": [
+                        {"after": "0s", "notify": ["pagerduty:platform", "slack:#incidents"]},
+                        {"after": "15m", "notify": ["pagerduty:platform"]},
+                    ]
+                }
+            )
+        },
+        "channels": Channels.model_validate(
+            {
+                "pagerduty": {"services": {"platform": {"routing_key_env": "PD_KEY"}}},
+                "slack": {"token_env": "SLACK_TOKEN"},
+            }
+        ),
+    }
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +93,7 @@ class LiveEngine:
         self.stopping: asyncio.Event | None = None
         self.error: BaseException | None = None
         self.pd = PagerDutySink()
+        self.slack = SlackSink()
 
     def __enter__(self) -> "LiveEngine":
         self.thread = threading.Thread(target=self._run, name="console-engine", daemon=True)
@@ -88,10 +118,13 @@ class LiveEngine:
 
     async def _serve(self) -> None:
         self.stopping = asyncio.Event()
-        async with self.pd, aiohttp.ClientSession() as session:
-            notifiers = {"pagerduty": PagerDutyNotifier(session, self.pd.url, {"platform": ROUTING_KEY})}
+        async with self.pd, self.slack, aiohttp.ClientSession() as session:
+            notifiers: dict[str, Notifier] = {
+                "pagerduty": PagerDutyNotifier(session, self.pd.url, {"platform": ROUTING_KEY}),
+                "slack": SlackNotifier(session, SLACK_TOKEN, self.slack.url),
+            }
             settings = Settings(redis_url=self.redis_url, auth_token=TOKEN, delivery_poll_s=0.2)
-            app = create_app(settings, POLICIES, clock=self.clock, notifiers=notifiers)
+            app = create_app(settings, WITH_SLACK, clock=self.clock, notifiers=notifiers)
             setup_web(app)  # a no-op once create_app calls it
             runner = web.AppRunner(app, **SERVER_ARGS)
             await runner.setup()
@@ -140,7 +173,10 @@ class LiveEngine:
 
 
 @pytest.fixture
-def live(redis_url: str) -> Iterator[LiveEngine]:
+def live(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveEngine]:
+    # the seeded month of history resolves dozens of incidents on #incidents at once: Slack's
+    # real one-message-a-second limit would hold today's update behind them for a minute
+    monkeypatch.setitem(ratelimit.RATES, "slack", (1000.0, 1000.0))
     with LiveEngine(redis_url) as engine:
         yield engine
 
@@ -238,6 +274,12 @@ def test_the_console_in_a_browser(live: LiveEngine, browser: Any) -> None:
     wait_text(browser, "#flash", "Status update #1")
     wait_text(browser, "#timeline", "UPDATE #1 (identified): Bad deploy of checkout 4.2; rolling back.")
     assert live.api("GET", f"/api/v1/incidents/{incident_id}")["updates"][0]["status"] == "identified"
+    # and the channel got it, threaded under the incident's page
+    deadline = time.monotonic() + 10
+    while not (replies := [c for c in live.slack.calls["chat.postMessage"] if "UPDATE #1" in c["text"]]):
+        assert time.monotonic() < deadline, "the status update never reached the Slack sink"
+        time.sleep(0.1)
+    assert replies[0].get("thread_ts") and "Bad deploy of checkout 4.2" in replies[0]["text"]
     shot(browser, "incident", "console-incident.png")
 
     browser.find_element(By.LINK_TEXT, "Open incident").click()

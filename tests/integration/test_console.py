@@ -165,7 +165,7 @@ async def test_the_session_cookie_is_signed_httponly_and_strict(console: Console
     resp = await console.post("/login", {"csrf": token, "name": "alice", "token": TOKEN})
     cookie = resp.cookies["ee_console"]
     assert cookie["httponly"] is True
-    assert cookie["samesite"] == "Strict"
+    assert cookie["samesite"] == "Lax"  # a link from Slack or a mail arrives logged in
     assert int(cookie["max-age"]) == 12 * 3600
     body, _, mac = cookie.value.partition(".")
     forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac

@@ -136,6 +136,19 @@ async def test_bad_requests_name_the_field_and_change_nothing(live: Live) -> Non
         resp = await live.client.post(path, json=body, headers=AUTH)
         assert resp.status == 422, (path, body, await resp.text())
         assert field in (await resp.json())["error"]
+    bad_label = {"title": "x", "labels": {"bad name": "x"}}
+    assert (await live.client.post("/api/v1/incidents", json=bad_label, headers=AUTH)).status == 422
     assert (await live.client.post("/api/v1/incidents", json={"title": "x"})).status == 401
     detail = await (await live.client.get(f"/api/v1/incidents/{incident_id}")).json()
     assert detail["updates"] == [] and detail["assignee"] is None
+
+
+async def test_a_resolved_incident_takes_no_update_and_no_new_owner(live: Live) -> None:
+    incident_id = (await live.post("/api/v1/incidents", {"title": "x", "reporter": "s"}, status=201))["id"]
+    await live.post(f"/api/v1/incidents/{incident_id}/resolve", {"by": "alice"})
+    for action, body in (
+        ("status", {"status": "monitoring", "message": "x"}),
+        ("reassign", {"to": "user:bob"}),
+    ):
+        resp = await live.client.post(f"/api/v1/incidents/{incident_id}/{action}", json=body, headers=AUTH)
+        assert resp.status == 409 and "is resolved" in (await resp.json())["error"]

@@ -46,6 +46,8 @@ class Stub:
                 with contextlib.suppress(ConnectionError):  # the client gave up (the timeout test)
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
+                    if 300 <= status < 400:  # a redirect: the body names where to
+                        self.send_header("Location", raw.decode())
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
                     self.wfile.write(raw)
@@ -393,3 +395,12 @@ def test_report_formats(stub: Stub, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "-o", "markdown"]) == 0
     assert capsys.readouterr().out == "# Incident report\n"
     assert stub.requests[-1]["path"] == "/api/v1/reports?since=30d&format=markdown"
+
+
+def test_a_redirect_is_refused_and_the_token_goes_nowhere_else(stub: Stub) -> None:
+    """urllib would follow it with the bearer token, and turn the POST into a GET that "works"."""
+    stub.replies[("POST", "/api/v1/incidents")] = (302, "text/plain", b"https://elsewhere.example/", 0)
+    with pytest.raises(ApiError) as exc:
+        Client(stub.url, token="tok").post("/api/v1/incidents", {"title": "x"})
+    assert exc.value.exit_code == 3 and "a redirect to" in str(exc.value)
+    assert [r["method"] for r in stub.requests] == ["POST"]  # not followed

@@ -18,7 +18,7 @@ from engine.events import (
 from engine.incident import Incident, Status
 from engine.manual import ManualIncident, routed_alert, target_problem
 from engine.manual import problems as manual_problems
-from engine.policy.models import PolicySet
+from engine.policy.models import PolicySet, Rule
 from engine.timeline import EntryKind
 from tests.unit.escalation_helpers import (
     CRIT,
@@ -131,6 +131,12 @@ def test_a_manual_incident_is_routed_like_an_alert_unless_told_otherwise() -> No
     assert routed.alert.annotations == {"summary": "EU checkout fails", "reporter": "support"}
     told = ManualIncident(title="x", reporter="support", severity="P0", policy="crit")
     assert (routed_alert(told, POLICIES, "f" * 16, T0).route.policy, "manual") == ("crit", "manual")
+    rule = Rule.model_validate(
+        {"name": "pages", "matchers": ['severity="critical"'], "severity": "P0", "policy": "crit"}
+    )
+    ruled = POLICIES.model_copy(update={"rules": [rule]})
+    p0 = routed_alert(ManualIncident(title="x", reporter="s", severity="P0"), ruled, "f" * 16, T0)
+    assert (p0.route.severity, p0.route.policy) == ("P0", "crit")  # the ladder the rules use for P0
     bad = ManualIncident(title="x", reporter="s", severity="P9", policy="nope")
     assert [p.split(":")[0] for p in manual_problems(bad, POLICIES)] == ["severity", "policy"]
 
@@ -182,3 +188,26 @@ def _step(d: object) -> Incident:
 
 
 __all__ = ["STD", "PolicySet"]
+
+
+def test_reassigning_a_triggered_incident_gives_the_new_target_the_levels_spacing() -> None:
+    inc = opened()  # level 1 paged at T0, level 2 due at 15m
+    got = _step(run(inc, Reassign("a", "user:c"), T0 + 14 * MIN + 50_000))
+    assert got.timer_ms == T0 + 29 * MIN + 50_000  # not 10 s later, paging b over c's head
+
+
+def test_a_late_update_notification_still_says_what_its_own_update_said() -> None:
+    from engine.messages import build_message
+
+    inc = _step(run(opened(), StatusUpdate("a", "investigating", "looking"), T0 + MIN))
+    first = next(
+        e
+        for e in run(opened(), StatusUpdate("a", "investigating", "looking"), T0 + MIN).effects
+        if isinstance(e, Notify) and e.action is Action.UPDATE
+    )
+    inc = _step(run(inc, StatusUpdate("a", "identified", "found it"), T0 + 2 * MIN))
+    late = build_message(
+        inc, Action.UPDATE, level=0, target="user:a", address="a@x", policies=POLICIES, update=first.update
+    )
+    assert first.update == 1 and late.status_update is not None and late.status_update["text"] == "looking"
+    assert "UPDATE #1" in late.title and "looking" in late.body and "found it" not in late.body
