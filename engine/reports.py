@@ -205,6 +205,12 @@ def _s(seconds: float | None) -> str:
     return "—" if seconds is None else human(int(seconds * 1000))
 
 
+def _counts_and_times(s: dict[str, Any]) -> list[Any]:
+    """A summary row's middle: incidents, acknowledged, resolved, MTTA and MTTR median and p90."""
+    times = [s["mtta_s"]["median"], s["mtta_s"]["p90"], s["mttr_s"]["median"], s["mttr_s"]["p90"]]
+    return [s["incidents"], s["acknowledged"], s["resolved"], *(_s(t) for t in times)]
+
+
 def report_markdown(data: dict[str, Any]) -> str:
     """The report (as report() returned it) for people."""
     lines = [
@@ -227,13 +233,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         lines.append(
             row(
                 s["severity"],
-                s["incidents"],
-                s["acknowledged"],
-                s["resolved"],
-                _s(s["mtta_s"]["median"]),
-                _s(s["mtta_s"]["p90"]),
-                _s(s["mttr_s"]["median"]),
-                _s(s["mttr_s"]["p90"]),
+                *_counts_and_times(s),
                 _s(s["ack_target_s"]),
                 s["target_met"],
                 s["target_missed"],
@@ -248,20 +248,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in data["by_service"]:
-        lines.append(
-            row(
-                s["service"],
-                s["incidents"],
-                s["acknowledged"],
-                s["resolved"],
-                _s(s["mtta_s"]["median"]),
-                _s(s["mtta_s"]["p90"]),
-                _s(s["mttr_s"]["median"]),
-                _s(s["mttr_s"]["p90"]),
-                s["target_met"],
-                s["target_missed"],
-            )
-        )
+        lines.append(row(s["service"], *_counts_and_times(s), s["target_met"], s["target_missed"]))
     lines += [
         "",
         "## Pages per person",
