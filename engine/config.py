@@ -36,7 +36,9 @@ class Settings(BaseSettings):
 
     scheduler_max_sleep_s: float = 1.0  # re-check for timers set by other replicas
     delivery_poll_s: float = 1.0
-    delivery_claim_idle_s: float = 60.0  # a pending delivery this old belongs to a dead replica
+    # a pending delivery this long untouched belongs to a dead replica (a live one touches what it
+    # holds every third of it): the longest a killed replica's in-flight page waits to be re-sent
+    delivery_claim_idle_s: float = 10.0
     delivery_timeout_s: float = 10.0
     delivery_backoff_s: float = 2.0
     delivery_backoff_max_s: float = 300.0

@@ -43,6 +43,8 @@ STORE_OPERATIONS = {
     "schedule delivery retry": "outbox",
     "move due retries": "outbox",
     "dead-letter delivery": "outbox",
+    "keep deliveries": "outbox",
+    "move delivery": "outbox",
 }
 OTHER_STORE_OPERATION = "read"  # listing, counts, stats, heartbeats, ping: reads for people and gauges
 

@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 class DeliveryConfig:
     consumer: str
     poll_s: float = 1.0
-    claim_idle_s: float = 60.0
+    claim_idle_s: float = 10.0
     timeout_s: float = 10.0
     backoff_s: float = 2.0
     backoff_max_s: float = 300.0
@@ -131,16 +131,41 @@ class Consumer:
             key = e.message.incident_id if isinstance(e, OutboxEntry) else e.entry_id
             by_incident.setdefault(key, []).append(e)
 
+        unfinished = {e.entry_id: e for e in entries}
+
         async def in_order(group: list[Pending]) -> None:
             for e in group:
-                await self.handle(e)
+                try:
+                    await self.handle(e)
+                finally:
+                    unfinished.pop(e.entry_id, None)
 
-        # every group runs to its end before the next read, even when one fails: a group still
-        # running would race the next batch (an acknowledgement overtaking its page)
-        results = await asyncio.gather(*(in_order(g) for g in by_incident.values()), return_exceptions=True)
+        keeper = asyncio.create_task(self._keep_alive(unfinished))
+        try:
+            # every group runs to its end before the next read, even when one fails: a group
+            # still running would race the next batch (an acknowledgement overtaking its page)
+            results = await asyncio.gather(
+                *(in_order(g) for g in by_incident.values()), return_exceptions=True
+            )
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _keep_alive(self, unfinished: dict[str, Pending]) -> None:
+        """While entries are in hand (a slow send, a rate-limit wait), claim them again for this
+        consumer every third of the claim window: only a dead replica's entries ever look idle,
+        so the window can be seconds without another replica sending the same page meanwhile."""
+        s = self.shared
+        while True:
+            await asyncio.sleep(s.config.claim_idle_s / 3)
+            if unfinished:
+                try:
+                    await s.store.keep(s.config.consumer, list(unfinished.values()), self.channel)
+                except StoreError as exc:
+                    log.warning("delivery_keepalive_failed", queue=self.label, error=str(exc))
 
     async def handle(self, entry: Pending) -> None:
         """Deliver one entry; an error that is not a delivery outcome (a bug, bad data) is retried

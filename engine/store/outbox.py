@@ -85,6 +85,18 @@ class RedisOutbox(RedisShared):
 
         return await self._run("claim stale deliveries", read)
 
+    async def keep(self, consumer: str, entries: list[Pending], channel: str = keys.DISPATCH) -> None:
+        """Claim `entries` again for `consumer` (resetting their idle time): still being worked on."""
+
+        async def touch() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for e in entries:
+                    stream = keys.stream(channel, e.shard)
+                    pipe.xclaim(stream, keys.DELIVERY_GROUP, consumer, 0, [e.entry_id], justid=True)
+                await pipe.execute()
+
+        await self._run("keep deliveries", touch)
+
     async def ack(self, entry: OutboxEntry) -> None:
         """Done with an entry: ack and delete it, so the stream holds only undelivered work."""
         stream = keys.stream(entry.channel, entry.shard)

@@ -289,3 +289,19 @@ async def test_due_retries_come_back_while_the_stream_stays_busy(rig: Rig) -> No
     await worker.step()
     assert [e["event_action"] for e in rig.pd.events] == ["trigger"]  # the retry was not starved
     assert "delivered" in [e.kind.value for e in await rig.store.timeline(incident_id)]
+
+
+async def test_a_slow_send_is_kept_alive_and_never_taken_over_by_another_replica(rig: Rig) -> None:
+    """The claim window is seconds: a send that outlasts it is still this replica's, not a
+    dead one's, so another replica must not send the same page meanwhile."""
+    await open_incident(rig)
+    slow = rig.delivery("slow", claim_idle_s=0.6)
+    await slow.ensure_groups()
+    [entry] = await rig.store.read_outbox("slow", 10)
+    await slow.handle(entry)  # dispatched onto PagerDuty's queue
+    rig.pd.script(Reply(202, {"status": "success"}, delay_s=1.5))
+    sending = asyncio.create_task(slow.workers["pagerduty"].step())
+    await asyncio.sleep(1.2)  # twice the claim window into the send
+    assert await rig.store.claim_stale("other", min_idle_ms=600, count=10, channel="pagerduty") == []
+    assert await sending == 1
+    assert len(rig.pd.requests) == 1
