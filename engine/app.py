@@ -35,6 +35,7 @@ from engine.scheduler import Scheduler
 from engine.store import keys as keys_
 from engine.store.base import Store
 from engine.store.connect import open_store
+from engine.storewatch import StoreWatch
 from engine.web import setup_web
 
 log = structlog.get_logger(__name__)
@@ -132,6 +133,8 @@ class Wiring:
                 opened = await stack.enter_async_context(open_store(url, self.settings, observe))
             app[keys.store] = opened
             app[keys.link_secret] = LinkSecret(self.settings, opened)
+            app[keys.store_watch] = watch = StoreWatch(opened, self.metrics)
+            await watch.check()  # learn (or write) the store's epoch before anything else
             app[keys.processor] = Processor(
                 opened, self.ref, self.clock, self.metrics, self.wakeups.committed
             )
@@ -187,7 +190,9 @@ class Wiring:
     async def gauges(self, app: web.Application) -> AsyncIterator[None]:
         stopping = asyncio.Event()
         severities = lambda: list(self.ref().severities)  # noqa: E731 - read at each refresh
-        loop = _refresh_gauges(app[keys.store], self.metrics, self.clock, severities, stopping)
+        loop = _refresh_gauges(
+            app[keys.store], self.metrics, self.clock, severities, stopping, app[keys.store_watch]
+        )
         async with _running(loop, stopping.set, 6, "gauges"):
             yield
 
@@ -253,11 +258,13 @@ async def _refresh_gauges(
     clock: Clock,
     severities: Callable[[], list[str]],
     stopping: asyncio.Event,
+    watch: StoreWatch,
 ) -> None:
     """Gauges read from the store (open incidents, outbox, heartbeats), so every replica
     reports the same truth; every 5 s, off the scrape path (a scrape does no I/O)."""
     while not stopping.is_set():
         try:
+            await watch.check()
             metrics.set_open_counts(await store.open_counts(), severities())
             for channel in [keys_.DISPATCH, *(kind.name for kind in CHANNEL_KINDS)]:
                 pending, retry, oldest_ms = await store.outbox_stats(clock.now_ms(), channel)

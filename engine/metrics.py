@@ -163,6 +163,11 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=registry,
         )
+        self.store_state_lost = Gauge(
+            "escalation_store_state_lost",
+            "1 when Redis no longer holds this engine's state (restarted empty, flushed)",
+            registry=registry,
+        )
         self.breaker_state = Gauge(
             "escalation_breaker_state",
             "Circuit breaker per channel endpoint: 0 closed, 1 open, 2 half-open",

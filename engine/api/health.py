@@ -16,6 +16,8 @@ async def ready(request: web.Request) -> web.Response:
         await request.app[keys.store].ping()
     except Exception as exc:
         return web.Response(status=503, text=f"store unreachable: {exc}\n")
+    if problem := request.app[keys.store_watch].problem:
+        return web.Response(status=503, text=problem)
     return web.Response(text="OK\n")
 
 

@@ -10,6 +10,7 @@ from engine.policy.ref import PolicyRef
 from engine.processor import Processor
 from engine.reload import Reloader
 from engine.store.base import Store
+from engine.storewatch import StoreWatch
 
 settings = web.AppKey("settings", Settings)
 store = web.AppKey("store", Store)
@@ -19,3 +20,4 @@ auth = web.AppKey("auth", Auth)
 policies = web.AppKey("policies", PolicyRef)
 reloader = web.AppKey("reloader", Reloader)
 link_secret = web.AppKey("link_secret", LinkSecret)
+store_watch = web.AppKey("store_watch", StoreWatch)

@@ -127,3 +127,10 @@ def link_secret() -> str:
 def used_link(digest: str) -> str:
     """STRING, expiring with its link: a one-click link that was used (links are single use)."""
     return f"{PREFIX}:used-link:{digest}"
+
+
+def epoch() -> str:
+    """STRING: a random value the first engine writes into an empty Redis. It vanishing means
+    Redis lost its data (restarted without persistence, flushed): the engine must not go on
+    paging from an empty state without saying so."""
+    return f"{PREFIX}:epoch"

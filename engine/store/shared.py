@@ -46,3 +46,15 @@ class RedisShared(RedisCore):
         """Undo use_once: the action it guarded could not be done."""
         key = keys.used_link(digest)
         await self._call("use link", lambda: self.client.delete(key))
+
+    async def epoch(self, create: bool) -> str | None:
+        """The store's epoch (see keys.epoch); with `create`, written first when there is none."""
+        key, fresh = keys.epoch(), secrets.token_hex(8)
+
+        async def read() -> str | None:
+            if create:
+                await self.client.set(key, fresh, nx=True)
+            value = await self.client.get(key)
+            return None if value is None else (value if isinstance(value, str) else bytes(value).decode())
+
+        return await self._run("read epoch", read)
