@@ -64,3 +64,11 @@ class RedisCore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        # a redis+sentinel:// client also holds connections to the sentinels themselves
+        manager = (
+            getattr(self.client.connection_pool, "sentinel_manager", None)
+            if isinstance(self.client, Redis)
+            else None
+        )
+        for sentinel in getattr(manager, "sentinels", []):
+            await sentinel.aclose()
