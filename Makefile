@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test install install-test alertmanager prometheus browser deploy-check lint typecheck unit clean
+.PHONY: serve test install install-test alertmanager prometheus browser deploy-check lint typecheck unit clean bench
 
 $(BIN)/escalation-engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,11 @@ test: install alertmanager prometheus browser deploy-check lint typecheck
 	$(BIN)/escalation-engine check policies
 	$(BIN)/escalation-engine test policies/tests --policies policies
 	$(BIN)/python -m pytest -q
+
+# Every benchmark against a real redis-server on loopback (bench/README.md): ≤ 15 minutes, or
+# ≤ 3 with BENCH_ARGS=--quick; writes bench/RESULTS.md and bench/results.json. Needs wrk for ingest.
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -128,10 +128,19 @@ def alive(pid: int) -> bool:
 class Server:
     """One server subprocess; stop() also ends the engine's embedded redis-server, whatever happened."""
 
-    def __init__(self, target: Target, port: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        target: Target,
+        port: int,
+        workdir: Path,
+        policies: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.target = target
         self.port = port
         self.workdir = workdir
+        self.policies = policies or BENCH / "policies" / "ingest"
+        self.extra_env = extra_env or {}
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -146,14 +155,13 @@ class Server:
         if self.target.kind == "echo":
             cmd = [sys.executable, str(BENCH / "echo_server.py"), "--listen", listen]
         else:
-            policies = BENCH / "policies" / "ingest"
-            cmd = [sys.executable, "-m", "engine", "serve", "--policies", str(policies),
+            cmd = [sys.executable, "-m", "engine", "serve", "--policies", str(self.policies),
                    "--listen", listen, "--data-dir", str(self.data_dir)]  # fmt: skip
             env |= {
                 "ESCALATION_REDIS_FSYNC": self.target.fsync,
                 "ESCALATION_LOG_LEVEL": self.target.log_level,
                 "ESCALATION_LOG_FORMAT": "json",
-            }
+            } | self.extra_env
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log

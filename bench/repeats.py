@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -45,7 +46,7 @@ class Clock:
 
 
 def group(i: int) -> dict[str, object]:
-    raw = json.loads(FIXTURE.read_text())
+    raw: dict[str, Any] = json.loads(FIXTURE.read_text())
     raw["groupKey"] = f'{{}}:{{alertname="Bench{i}"}}'
     for n, a in enumerate(raw["alerts"]):
         a["fingerprint"] = f"{i:012x}{n:04x}"

@@ -1,0 +1,1 @@
+"""Benchmarks of the escalation engine: `python -m bench` runs them all (bench/README.md)."""

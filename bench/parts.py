@@ -1,0 +1,300 @@
+"""The parts of `python -m bench`: sizes per mode, and each part run through the existing scripts'
+functions, its figures returned as flat, self-explaining keys (`ingest.mix.c32.webhooks_per_s`)."""
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import e2e, ingest, repeats, timers
+from engine.logs import configure_logging
+
+Progress = Callable[[str], None]
+Flat = dict[str, float | int | str | bool]
+
+ALERTS_PER_WEBHOOK = len(json.loads(ingest.FIXTURE.read_text())["alerts"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big every part is in one mode."""
+
+    mode: str  # default | quick | smoke
+    ingest_runs: tuple[tuple[str, int], ...]  # (mix, connections): echo and engine for each
+    ingest_warmup_s: int
+    ingest_duration_s: int
+    timer_runs: tuple[tuple[int, float, str], ...]  # (open incidents, due across s, "rate" | "storm")
+    timer_lead_s: float
+    timer_max_wait_s: float
+    repeats_groups: int
+    repeats_rounds: int
+    e2e_rate: int
+    e2e_seconds: float
+    e2e_drain_s: float
+    quiet_wait_s: float  # before each ingest run, wait this long at most for an idle machine
+
+
+PLANS = {
+    "default": Plan(
+        mode="default",
+        ingest_runs=(("new", 32), ("mix", 32), ("mix", 1), ("mix", 128)),
+        ingest_warmup_s=3,
+        ingest_duration_s=15,
+        timer_runs=((1_000, 2, "rate"), (10_000, 20, "rate"), (100_000, 200, "rate"), (100_000, 10, "storm")),
+        timer_lead_s=3,
+        timer_max_wait_s=60,
+        repeats_groups=300,
+        repeats_rounds=5,
+        e2e_rate=100,
+        e2e_seconds=20,
+        e2e_drain_s=15,
+        quiet_wait_s=15,
+    ),
+    "quick": Plan(
+        mode="quick",
+        ingest_runs=(("new", 32), ("mix", 32)),
+        ingest_warmup_s=2,
+        ingest_duration_s=8,
+        timer_runs=((5_000, 10, "rate"), (10_000, 1, "storm")),
+        timer_lead_s=2,
+        timer_max_wait_s=15,
+        repeats_groups=100,
+        repeats_rounds=3,
+        e2e_rate=100,
+        e2e_seconds=10,
+        e2e_drain_s=10,
+        quiet_wait_s=5,
+    ),
+    "smoke": Plan(
+        mode="smoke",
+        ingest_runs=(("mix", 8),),
+        ingest_warmup_s=1,
+        ingest_duration_s=2,
+        timer_runs=((300, 1, "rate"), (1_000, 0.5, "storm")),
+        timer_lead_s=1,
+        timer_max_wait_s=10,
+        repeats_groups=20,
+        repeats_rounds=2,
+        e2e_rate=100,
+        e2e_seconds=2,
+        e2e_drain_s=10,
+        quiet_wait_s=0,
+    ),
+}
+
+
+def k_label(n: int) -> str:
+    """1000 -> 1k, 100000 -> 100k, 300 -> 300."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def _reinstall(handler: Any) -> None:
+    """asyncio.run() leaves SIGTERM at SIG_DFL after a part that set a loop handler: put ours back."""
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ---- ingest: wrk against the bare echo (the ceiling) and the engine on bench/policies/ingest ----
+
+
+def ingest_available() -> str | None:
+    """None when the part can run, otherwise why not."""
+    return None if shutil.which("wrk") else "wrk not found (apt-get install -y wrk): ingest not measured"
+
+
+def run_ingest(plan: Plan, progress: Progress) -> Flat:
+    flat: Flat = {}
+    echo = ingest.Target("echo", "echo")
+    engine = ingest.Target("engine fsync=always", "engine", "always")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        template = Path(tmp) / "body.json"
+        ingest.write_template(template)
+        for mix, conns in plan.ingest_runs:
+            args = argparse.Namespace(
+                warmup=plan.ingest_warmup_s,
+                duration=plan.ingest_duration_s,
+                connections=conns,
+                new_share=0.2,
+            )
+            pre = f"ingest.{mix}.c{conns}"
+            rates: dict[str, float] = {}
+            for target in (echo, engine):
+                if plan.quiet_wait_s > 0:
+                    ingest.wait_quiet(plan.quiet_wait_s)
+                with ingest.running(target) as server:
+                    r = ingest.measure(server, mix, args, template, None)
+                rates[target.kind] = r.rps
+                socket_errors = sum(r.errors.values()) - r.errors["status"]
+                progress(
+                    f"ingest {target.name:20} {mix:3} c{conns:<3} {r.rps:8,.0f} webhooks/s  "
+                    f"p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:6.1f} ms  non-2xx {r.errors['status']}"
+                )
+                if target.kind == "echo":
+                    flat |= {
+                        f"{pre}.ceiling_webhooks_per_s": r.rps,
+                        f"{pre}.ceiling_p99_ms": r.p99_ms,
+                        f"{pre}.ceiling_cpu_cores": r.cpu.get("server", 0.0),
+                    }
+                    continue
+                alerts = r.engine.get("alerts_received_total", 0.0)
+                flat |= {
+                    f"{pre}.webhooks_per_s": r.rps,
+                    f"{pre}.alerts_per_s": round(r.rps * ALERTS_PER_WEBHOOK, 1),
+                    f"{pre}.p50_ms": r.p50_ms,
+                    f"{pre}.p99_ms": r.p99_ms,
+                    f"{pre}.max_ms": r.max_ms,
+                    f"{pre}.non_2xx": r.errors["status"],
+                    f"{pre}.socket_errors": socket_errors,
+                    f"{pre}.engine_cpu_cores": r.cpu.get("server", 0.0),
+                    f"{pre}.redis_cpu_cores": r.cpu.get("redis", 0.0),
+                    f"{pre}.others_cpu_cores": r.cpu.get("others", 0.0),
+                    f"{pre}.commit_conflicts": int(r.engine.get("commit_conflicts_total", 0)),
+                    f"{pre}.duplicate_alert_share": round(
+                        r.engine.get("duplicate_alerts_total", 0.0) / alerts, 3
+                    )
+                    if alerts
+                    else 0.0,
+                }
+            if rates.get("echo"):
+                flat[f"{pre}.ratio_to_ceiling"] = round(rates["engine"] / rates["echo"], 4)
+    flat |= {
+        "ingest.warmup_s": plan.ingest_warmup_s,
+        "ingest.measured_s": plan.ingest_duration_s,
+        "ingest.alerts_per_webhook": ALERTS_PER_WEBHOOK,
+    }
+    return flat
+
+
+# ---- timers (and Redis memory per open incident): bench/timers.py's run() in this process ----
+
+
+def _memory_keys(r: dict[str, Any]) -> Flat:
+    flat: Flat = {
+        "memory.redis_bytes_per_incident": r["used_memory_per_incident_B"],
+        "memory.measured_at_open_incidents": r["incidents"],
+    }
+    for name, value in r["memory_breakdown_B"].items():
+        if name != "keys":
+            part = re.sub(r"\W+", "_", name.removesuffix(" (per incident)")).strip("_")
+            flat[f"memory.breakdown.{part}_bytes"] = value
+    return flat
+
+
+def run_timers(plan: Plan, progress: Progress) -> Flat:
+    flat: Flat = {}
+    handler = signal.getsignal(signal.SIGTERM)
+    memory_from = 0
+    for k, spread, kind in plan.timer_runs:
+        rate = round(k / spread)
+        pre = f"timers.{k_label(k)}." + ("storm" if kind == "storm" else f"rate_{rate}")
+        progress(f"timers {pre}: opening {k:,} incidents, due across {spread:g} s ({rate:,}/s)")
+        ns = argparse.Namespace(
+            incidents=k,
+            spread=spread,
+            lead=plan.timer_lead_s,
+            fsync="always",
+            concurrency=32,
+            max_wait=plan.timer_max_wait_s,
+            profile=None,
+        )
+        try:
+            r = asyncio.run(timers.run(ns))
+        finally:
+            _reinstall(handler)
+        lat = r["lateness_ms"]
+        window_s = spread + max(0.0, r["last_fire_after_last_due_s"])
+        flat |= {
+            f"{pre}.open_incidents": k,
+            f"{pre}.due_across_s": spread,
+            f"{pre}.due_per_s": rate,
+            f"{pre}.fired": r["fired"],
+            f"{pre}.unfired": k - r["fired"],
+            f"{pre}.fired_per_s": round(r["fired"] / window_s) if window_s > 0 else 0,
+            f"{pre}.lateness_p50_ms": lat["p50"],
+            f"{pre}.lateness_p99_ms": lat["p99"],
+            f"{pre}.lateness_max_ms": lat["max"],
+            f"{pre}.scheduler_cpu_cores": r["cpu_cores_while_firing"]["scheduler process"],
+            f"{pre}.redis_cpu_cores": r["cpu_cores_while_firing"]["redis-server"],
+            f"{pre}.opened_per_s": r["open_per_s"],
+        }
+        progress(
+            f"timers {pre}: fired {r['fired']:,}/{k:,}, lateness p50 {lat['p50']:.0f} ms, "
+            f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms; {r['used_memory_per_incident_B']} B/incident"
+        )
+        if kind == "rate" and k > memory_from:  # the largest steady run gives the memory figure
+            memory_from = k
+            flat |= _memory_keys(r)
+    return flat
+
+
+# ---- repeats: CPU per new / repeated webhook, in process (bench/repeats.py's run()) ----
+
+
+def run_repeats(plan: Plan, progress: Progress) -> Flat:
+    configure_logging("warning", "json")
+    ns = argparse.Namespace(groups=plan.repeats_groups, rounds=plan.repeats_rounds, concurrency=32)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        r: dict[str, Any] = asyncio.run(repeats.run(ns))
+    finally:
+        _reinstall(handler)
+    progress(
+        f"repeats: new {r['new_cpu_ms_per_webhook']} CPU ms/webhook, "
+        f"repeat {r['repeat_cpu_ms_per_webhook']} CPU ms/webhook"
+    )
+    return {
+        "repeats.groups": r["groups"],
+        "repeats.repeat_webhooks": r["repeat_webhooks"],
+        "repeats.new_cpu_ms_per_webhook": r["new_cpu_ms_per_webhook"],
+        "repeats.new_webhooks_per_s": r["new_per_s"],
+        "repeats.repeat_cpu_ms_per_webhook": r["repeat_cpu_ms_per_webhook"],
+        "repeats.repeat_webhooks_per_s": r["repeat_per_s"],
+        "repeats.repeat_commit_conflicts": int(r["repeat_commit_conflicts"]),
+    }
+
+
+# ---- e2e: webhook in -> PagerDuty page at a local sink (bench/e2e.py) ----
+
+
+async def _e2e(plan: Plan) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop the engine
+    return await e2e.measure(plan.e2e_rate, plan.e2e_seconds, plan.e2e_drain_s)
+
+
+def run_e2e(plan: Plan, progress: Progress) -> Flat:
+    progress(f"e2e: {plan.e2e_rate} new-incident webhooks/s for {plan.e2e_seconds:g} s")
+    handler = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        r = asyncio.run(_e2e(plan))
+    finally:
+        _reinstall(handler)
+    pre = f"e2e.rate_{plan.e2e_rate}"
+    flat: Flat = {
+        f"{pre}.{k}": v
+        for k, v in r.items()
+        if v is not None and k not in ("rate", "webhook_answers") and not isinstance(v, dict)
+    }
+    progress(
+        f"e2e: {r['pages_arrived']}/{r['webhooks_sent']} pages arrived, latency p50 "
+        f"{r.get('latency_p50_ms', '-')} ms, p99 {r.get('latency_p99_ms', '-')} ms "
+        f"({time.monotonic() - started:.0f} s)"
+    )
+    return flat
+
+
+PARTS: dict[str, Callable[[Plan, Progress], Flat]] = {
+    "ingest": run_ingest,
+    "timers": run_timers,
+    "repeats": run_repeats,
+    "e2e": run_e2e,
+}
