@@ -224,10 +224,16 @@ def shot(driver: Any, name: str, docs: str | None = None) -> None:
 
 
 def wait_text(driver: Any, css: str, text: str, timeout_s: float = 10) -> None:
+    """Wait for `text` in the element; across a navigation the element found may be the old
+    page's (stale) or not there yet: both mean "not yet", not a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, timeout_s).until(lambda d: text in d.find_element(By.CSS_SELECTOR, css).text)
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    WebDriverWait(driver, timeout_s, ignored_exceptions=ignored).until(
+        lambda d: text in d.find_element(By.CSS_SELECTOR, css).text
+    )
 
 
 def test_the_console_in_a_browser(live: LiveEngine, browser: Any) -> None:
