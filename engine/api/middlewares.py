@@ -12,6 +12,7 @@ from engine.errors import ClientGone, EngineError, IncidentNotFound, IngestError
 
 log = structlog.get_logger(__name__)
 WEBHOOK_PATH = "/api/v1/alertmanager"
+RETRY_AFTER_S = 5  # on a 503: the store is unreachable or saturated for now
 WEBHOOK_COUNTER = web.AppKey("webhook_counter", Counter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,7 +45,9 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return error(404, f"no incident {exc}")
     except StoreError as exc:
         log.warning("store_unavailable", path=request.path, error=str(exc))
-        return error(503, "store unavailable, try again", str(exc))
+        resp = error(503, "store unavailable, try again", str(exc))
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)  # clients that honour it back off
+        return resp
     except EngineError as exc:
         return error(400, str(exc))
     except web.HTTPException as exc:

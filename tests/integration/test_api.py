@@ -243,6 +243,7 @@ async def test_redis_down_is_a_503_and_recovers(tmp_path: Path) -> None:
             resp = await client.post("/api/v1/alertmanager", data=data)
             assert resp.status == 503, await resp.text()
             assert "store unavailable" in (await resp.json())["error"]
+            assert resp.headers["Retry-After"] == "5"  # a client that honours it backs off
             assert (await client.get("/-/ready")).status == 503
             assert (await client.get("/api/v1/incidents")).status == 503
             server.start()
