@@ -33,6 +33,17 @@ def resolve_secret(env: str | None, file: str | None, environ: Mapping[str, str]
     return None
 
 
+def secret_or_reason(
+    env: str | None, file: str | None, environ: Mapping[str, str], what: str
+) -> tuple[str | None, str]:
+    """(the secret, "") or (None, why `what` is unavailable): for callers that log and go on."""
+    try:
+        value = resolve_secret(env, file, environ)
+    except ValueError as exc:
+        return None, f"{what} unavailable: {exc}"
+    return (value, "") if value is not None else (None, f"no {what} configured")
+
+
 def secret_or_error(env: str | None, file: str | None, environ: Mapping[str, str]) -> str | Exception | None:
     """The secret, or the error reading it, kept as a value: the engine starts anyway and each
     send that needs it fails permanently, naming the variable or file."""

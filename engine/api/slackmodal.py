@@ -16,7 +16,7 @@ from engine.events import UPDATE_STATUSES
 from engine.policy.channels import SlackChannel
 from engine.policy.models import PolicySet
 from engine.policy.targets import user_by_contact
-from engine.secrets import resolve_secret
+from engine.secrets import secret_or_reason
 
 log = structlog.get_logger(__name__)
 CALLBACK_ID = "incident_status"
@@ -62,13 +62,9 @@ def status_view(incident_id: str) -> dict[str, Any]:
 
 async def open_modal(settings: SlackChannel, trigger_id: str, incident_id: str) -> None:
     """views.open with the bot token; a failure is logged (the click already had its answer)."""
-    try:
-        token = resolve_secret(settings.token_env, settings.token_file, os.environ)
-    except ValueError as exc:
-        log.warning("slack_modal_failed", error=f"bot token unavailable: {exc}")
-        return
+    token, problem = secret_or_reason(settings.token_env, settings.token_file, os.environ, "bot token")
     if token is None:
-        log.warning("slack_modal_failed", error="no bot token configured")
+        log.warning("slack_modal_failed", error=problem)
         return
     client = AsyncWebClient(token=token, base_url=settings.api_url, retry_handlers=[])
     try:

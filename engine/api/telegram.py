@@ -24,7 +24,7 @@ from engine.incident import Incident, Status
 from engine.notifiers.telegram import call
 from engine.policy.channels import TelegramChannel
 from engine.policy.targets import user_by_contact
-from engine.secrets import resolve_secret
+from engine.secrets import resolve_secret, secret_or_reason
 
 log = structlog.get_logger(__name__)
 VERIFY_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -138,13 +138,11 @@ def _changed(before: Incident, after: Incident, verb: str, by: str) -> bool:
 async def _answer(settings: TelegramChannel, query_id: str, text: str, alert: bool) -> None:
     """answerCallbackQuery, on a short-lived session: clicks are rare, and an app cannot add a
     cleanup hook once it runs. Failures are logged: the action itself has already happened."""
-    try:
-        token = resolve_secret(settings.bot_token_env, settings.bot_token_file, os.environ)
-    except ValueError as exc:
-        log.warning("telegram_answer_failed", error=f"bot token unavailable: {exc}")
-        return
+    token, problem = secret_or_reason(
+        settings.bot_token_env, settings.bot_token_file, os.environ, "bot token"
+    )
     if token is None:
-        log.warning("telegram_answer_failed", error="bot token not configured")
+        log.warning("telegram_answer_failed", error=problem)
         return
     params = {"callback_query_id": query_id, "text": text[:MAX_ANSWER_CHARS], "show_alert": alert}
     try:

@@ -2,6 +2,7 @@
 parallel, park retries, dead-letter what cannot be done. The dispatcher and each channel's
 worker are consumers of their own streams."""
 
+import abc
 import asyncio
 import time
 from collections.abc import Callable, Mapping
@@ -64,7 +65,7 @@ class Shared:
         await self.store.append_timeline(incident_id, TimelineEntry(self.clock.now_ms(), kind, actor, text))
 
 
-class Consumer:
+class Consumer(abc.ABC):
     """Consumes one stream: `channel` is a channel kind, or keys.DISPATCH."""
 
     def __init__(self, shared: Shared, channel: str) -> None:
@@ -181,8 +182,9 @@ class Consumer:
             log.exception("delivery_crashed", entry=entry.entry_id, incident_id=entry.message.incident_id)
             await self._crashed(entry, exc)
 
+    @abc.abstractmethod
     async def deliver(self, entry: OutboxEntry) -> None:
-        raise NotImplementedError
+        """Act on one readable entry of this consumer's stream (dispatch it, or send it)."""
 
     async def _crashed(self, entry: OutboxEntry, exc: Exception) -> None:
         msg, retry = entry.message, self.shared.config.retry
