@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     auth_basic_user: str | None = None
     auth_basic_password: SecretStr | None = None
     auth_basic_password_file: Path | None = None
+    # listening beyond loopback with no credentials configured is refused unless this says so
+    insecure_no_auth: bool = False
+    auth_failures_per_minute: int = 10  # failed attempts per client address, then 429 for a minute
+    tls_cert_file: Path | None = None  # both set: serve HTTPS
+    tls_key_file: Path | None = None
 
     # signs one-click acknowledge/resolve links; unset: a random secret kept in Redis for all replicas
     link_secret: SecretStr | None = None
@@ -30,7 +35,15 @@ class Settings(BaseSettings):
     link_ttl_s: float = 86_400.0  # how long a link in a page stays usable
 
     max_body_bytes: int = 4 * 1024 * 1024
+    max_inflight_webhooks: int = 64  # more at once are shed with 503 and Retry-After
+    request_header_timeout_s: float = 10.0  # a client slower than this to send headers / body is cut off
+    request_body_timeout_s: float = 10.0
+    max_connections: int = 1024  # open client connections; more wait in the listen backlog
+    # WAIT for this many replicas to acknowledge each commit before answering (0: do not wait)
+    redis_min_replicas: int = 0
+    redis_min_replicas_timeout_ms: int = 500
     retention_days: float = 30
+    archive_dir: Path | None = None  # resolved incidents are written here as JSON lines before they expire
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 
