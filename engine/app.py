@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from engine.api import actions, keys
+from engine.api import actions, keys, webhook
 from engine.api.auth import make_auth
 from engine.api.middlewares import WEBHOOK_COUNTER, errors
 from engine.api.routes import setup_routes
@@ -83,6 +83,7 @@ def create_app(
     app[keys.metrics] = wiring.metrics
     app[WEBHOOK_COUNTER] = wiring.metrics.webhooks
     app[keys.auth] = make_auth(settings)
+    app[webhook.inflight] = webhook.Inflight(settings.max_inflight_webhooks)
     app[keys.policies] = wiring.ref
     # started in this order, stopped in the reverse: the loops stop before what they use closes
     for ctx in wiring.contexts():

@@ -11,7 +11,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESCALATION_", extra="ignore")
 
     policies: Path = Path("policies")
-    listen: str = "0.0.0.0:9095"
+    listen: str = "127.0.0.1:9095"  # beyond loopback needs auth or insecure_no_auth
     redis_url: str | None = None  # None: start the embedded redis-server in data_dir
     data_dir: Path = Path("data")
     redis_fsync: Literal["always", "everysec"] = "always"  # embedded only: 200 means on disk

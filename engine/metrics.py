@@ -76,6 +76,11 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+        self.webhooks_shed = Counter(
+            "escalation_webhooks_shed_total",
+            "Webhooks answered 503 with Retry-After at once because too many were in flight",
+            registry=registry,
+        )
         self.alerts = Counter(
             "escalation_alerts_received_total", "Alerts received by status", ["status"], registry=registry
         )

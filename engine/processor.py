@@ -5,6 +5,8 @@ import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
@@ -26,6 +28,11 @@ from engine.store.base import Store
 
 log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 20
+# key decisions of webhooks in flight at once, all webhooks together: a webhook with thousands
+# of alerts is worked through in bounded batches, and ingest can hold at most this many of the
+# store's connections, so timers and delivery always find one (connect.MAX_CONNECTIONS is 64)
+INGEST_SLOTS = 24
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -55,6 +62,11 @@ class Processor:
         self.clock = clock
         self.metrics = metrics
         self.on_commit = on_commit
+        self._ingest_slots = asyncio.Semaphore(INGEST_SLOTS)
+
+    async def _slot(self, step: Callable[[], Awaitable[T]]) -> T:
+        async with self._ingest_slots:
+            return await step()
 
     async def ingest(self, alerts: list[Alert]) -> IngestResult:
         """Route each alert, group by incident key, and run one decision per key."""
@@ -67,10 +79,13 @@ class Processor:
                     by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
                 elif alert.status is AlertStatus.FIRING:  # a resolved Watchdog is no sign of life
                     beats[r.rule] = r.heartbeat_ms
-        # incident keys are independent: decide them side by side (each is its own atomic step)
+        # incident keys are independent: decide them side by side (each is its own atomic step),
+        # at most INGEST_SLOTS at a time across all webhooks (see there)
+        decide_keys = [partial(self._ingest_key, key, routed, policies) for key, routed in by_key.items()]
+        beat_rules = [partial(self._beat, rule, ms, policies) for rule, ms in beats.items()]
         decisions, _ = await asyncio.gather(
-            asyncio.gather(*(self._ingest_key(key, routed, policies) for key, routed in by_key.items())),
-            asyncio.gather(*(self._beat(rule, interval_ms, policies) for rule, interval_ms in beats.items())),
+            asyncio.gather(*(self._slot(step) for step in decide_keys)),
+            asyncio.gather(*(self._slot(step) for step in beat_rules)),
         )
         result = IngestResult()
         for d in decisions:

@@ -10,6 +10,7 @@ orjson, not the standard library, parses: it refuses what the engine could not s
 has no int-digit limit to trip over (the standard parser raises a bare ValueError past 4,300).
 """
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -39,7 +40,10 @@ async def json_body(request: web.Request, *, required: bool) -> Any:
 async def read_body(request: web.Request) -> bytes:
     """The body, decompressed as its Content-Encoding says; over client_max_size: 413."""
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.app[keys.settings].request_body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:  # a client trickling its body holds a slot and memory: cut it off
+        raise IngestError("the body took too long to arrive", status=408) from None
     except web.RequestPayloadError as exc:  # e.g. a chunked body cut short
         raise IngestError(f"body could not be read: {' '.join(str(exc).split())}", status=400) from None
     except ConnectionResetError as exc:  # aiohttp's "Connection lost" while reading the body

@@ -54,8 +54,9 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         resp = error(exc.status, exc.text or exc.reason if exc.status == 413 else exc.reason)
-        if "WWW-Authenticate" in exc.headers:
-            resp.headers["WWW-Authenticate"] = exc.headers["WWW-Authenticate"]
+        for header in ("WWW-Authenticate", "Retry-After"):
+            if header in exc.headers:
+                resp.headers[header] = exc.headers[header]
         return resp
     except Exception:  # a bug: logged once with its traceback, answered in the API's error shape
         log.exception("request_failed", path=request.path)

@@ -71,8 +71,12 @@ async def _login(request: web.Request, s: Session, fields: dict[str, str]) -> we
     target = safe_next(fields.get("next"))
     authenticated = False
     if auth_enabled(request):
+        failures = request.app[keys.auth].failures  # the API's count: one budget per address
+        if failures.retry_after_s(request.remote or ""):
+            return await _form(request, "Too many failed attempts; wait a minute and try again.", 429)
         proven = _credentials_ok(request, fields)
         if proven is None:
+            failures.failed(request.remote or "")
             log.info("console_login_failed", remote=request.remote)
             await asyncio.sleep(FAILED_LOGIN_DELAY_S)
             return await _form(request, "Those credentials are not right.", 401)
