@@ -9,6 +9,8 @@ from engine import __version__
 from engine.cli import (
     check,
     diff,
+    export,
+    importer,
     incidents,
     oncall,
     policytests,
@@ -33,6 +35,8 @@ VERBS: dict[str, ModuleType] = {
     "incidents": incidents,
     "postmortem": postmortem,
     "report": report,
+    "export": export,
+    "import": importer,
 }
 
 

@@ -1,0 +1,21 @@
+-- Claim a resolved incident for the archive, once across replicas: the claim is a field `a` on
+-- the incident's hash, `token@until_ms`; a claim whose lease ran out (its archiver died) is taken
+-- over. The claimed keys are kept alive at least two leases, so they outlive a slow write.
+-- KEYS: incident, timeline, threads (one hash slot). ARGV: token, now_ms, lease_ms.
+-- Returns {claim, version, record, duplicates, {timeline...}, {thread field, ref, ...}} or false.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local now, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HGET', KEYS[1], 'a')
+if held then
+  local until_ms = tonumber(string.match(held, '@(%d+)$'))
+  if until_ms and until_ms > now then return false end
+end
+local claim = ARGV[1] .. '@' .. (now + lease)
+redis.call('HSET', KEYS[1], 'a', claim)
+for _, key in ipairs(KEYS) do
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 and ttl < 2 * lease then redis.call('PEXPIRE', key, 2 * lease) end
+end
+local row = redis.call('HMGET', KEYS[1], 'v', 'd', 'n')
+return {claim, row[1] or '0', row[2] or '', row[3] or '0',
+  redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HGETALL', KEYS[3])}
