@@ -52,3 +52,9 @@ class RetryableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """4xx, bad configuration: retrying cannot help."""
+
+
+class NotReplicatedError(StoreError):
+    """The master took a commit but fewer replicas than ESCALATION_REDIS_MIN_REPLICAS acknowledged
+    it in time: not durable across a failover, so refused (HTTP 503; the sender's retry is a
+    duplicate to the state machine, and safe)."""

@@ -78,6 +78,28 @@ def _flushall(port: int) -> None:
         r.flushall()
 
 
+def role(port: int) -> str:
+    """`master` or `slave`, as the server says now."""
+    with _client(port) as r:
+        return str(r.info("replication")["role"])
+
+
+def wait_for_replicas(master_port: int, n: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Until `n` replicas are attached to the master and caught up with its replication stream."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError), _client(master_port) as r:
+            info = r.info("replication")
+            offset = int(info.get("master_repl_offset", 0))
+            online = [
+                v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+            ]  # slaveN: {ip, port, state, offset, lag}
+            if sum(1 for v in online if v.get("state") == "online" and int(v["offset"]) >= offset) >= n:
+                return
+        time.sleep(0.02)
+    raise ServerStartError(f"redis-server :{master_port} has not {n} replicas in sync")
+
+
 class RedisServer:
     """A standalone redis-server on 127.0.0.1 without persistence; keeps its port across restart()."""
 
@@ -194,10 +216,13 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters on loopback, joined with `redis-cli --cluster create`; ready when every node is ok."""
+    """Three masters on loopback (and `replicas` replicas of each), joined with `redis-cli --cluster
+    create`; ready when every node is ok and every replica has caught up with its master."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000) -> None:
         self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms  # how long a silent master takes to be failed over
         self.nodes: list[RedisServer] = []
 
     @property
@@ -226,12 +251,12 @@ class RedisCluster:
         raise error
 
     def _start_once(self) -> None:
-        for _ in range(self.masters):
+        for _ in range(self.masters * (1 + self.replicas)):
             port = free_port(with_cluster_bus=True)
             cluster_args = (
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{port}.conf",
-                "--cluster-node-timeout", "2000",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
             )  # fmt: skip
             self.nodes.append(RedisServer(port=port, extra_args=cluster_args))
         # Spawn all, then wait: the nodes boot in parallel.
@@ -243,7 +268,7 @@ class RedisCluster:
             str(redis_cli_path()),
             "--cluster", "create",
             *(f"{HOST}:{p}" for p in self.ports),
-            "--cluster-replicas", "0",
+            "--cluster-replicas", str(self.replicas),
             "--cluster-yes",
         ]  # fmt: skip
         create = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
@@ -264,9 +289,38 @@ class RedisCluster:
                 time.sleep(0.05)
         if pending:
             raise ServerStartError(f"cluster_state not ok on ports {sorted(pending)}")
+        if self.replicas:
+            for master in self.primaries():
+                wait_for_replicas(master.port, self.replicas)
+
+    def primaries(self) -> list[RedisServer]:
+        """The running nodes that are masters now (a failover changes which)."""
+        return [n for n in self.nodes if n.running and role(n.port) == "master"]
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        with _client(master.port) as r:
+            port = int(r.info("replication")["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
+
+    def wait_promoted(self, replica: RedisServer, timeout_s: float = 30.0) -> None:
+        """Until `replica` is a master and every running node says the cluster is ok again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, OSError):
+                running = [n for n in self.nodes if n.running]
+                if role(replica.port) == "master" and all(_cluster_ok(n.port) for n in running):
+                    return
+            time.sleep(0.05)
+        raise ServerStartError(f"replica :{replica.port} was not promoted")
+
+    def failover(self, replica: RedisServer) -> None:
+        """A clean, manual failover: `CLUSTER FAILOVER` on the replica (its master agrees, no loss)."""
+        with _client(replica.port) as r:
+            r.execute_command("CLUSTER FAILOVER")
+        self.wait_promoted(replica)
 
     def flushall(self) -> None:
-        for node in self.nodes:
+        for node in self.primaries():  # a replica refuses writes; it follows its master's flush
             node.flushall()
 
     def stop(self) -> None:
@@ -301,3 +355,52 @@ async def redis_get(url: str, key: str) -> bytes | None:
         return value
     finally:
         await client.aclose()
+
+
+class Sentinel:
+    """One redis-server in sentinel mode watching `master_port` as service `name`."""
+
+    def __init__(
+        self,
+        master_port: int,
+        *,
+        name: str = "mymaster",
+        quorum: int = 1,
+        down_after_ms: int = 400,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sentinel-test-"))
+        conf = self.dir / "sentinel.conf"  # a sentinel rewrites its config file: one per sentinel
+        conf.write_text(
+            f"port {self.port}\nbind {HOST}\ndir {self.dir}\n"
+            f"sentinel monitor {name} {HOST} {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+        )
+        with (self.dir / "sentinel.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(redis_server_path()), str(conf), "--sentinel"],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, OSError), _client(self.port) as client:
+                if client.ping():
+                    return
+            time.sleep(0.05)
+        self.close()
+        raise ServerStartError("sentinel did not start")
+
+    def master_port(self) -> int:
+        with _client(self.port) as client:
+            return int(client.sentinel_get_master_addr_by_name(self.name)[1])
+
+    def close(self) -> None:
+        terminate(self.proc, 5)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,7 +8,7 @@ import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError
 
@@ -20,6 +20,12 @@ from engine.store.rediscore import Observer
 
 log = structlog.get_logger(__name__)
 MAX_CONNECTIONS = 64
+
+
+class SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The sentinels' master pool, blocking as the standalone pool does: under a burst (and while
+    commits hold their connection through WAIT) a request waits for a connection instead of
+    failing with "Too many connections"."""
 
 
 def _retry() -> Retry:
@@ -58,6 +64,9 @@ async def _sentinel_client(url: str) -> Redis:
     client: Redis = sentinel.master_for(
         service,
         redis_class=Redis,
+        connection_pool_class=SentinelBlockingPool,
+        max_connections=MAX_CONNECTIONS,
+        timeout=5,  # waiting for a free connection; then the request fails with 503
         db=db,
         password=password,
         socket_timeout=10,
@@ -96,8 +105,42 @@ async def connect(url: str) -> AnyRedis:
         raise StoreError(f"connect to redis at {url}: {exc}") from exc
     if info.get("cluster_enabled"):
         await client.aclose()
-        return RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        # 3 attempts, each after refreshing the slot map (a failover moves slots): redis-py's
+        # default of 10 would hold a webhook for 10 connect timeouts while a master is unreachable
+        return RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5, retry=_retry())
     return client
+
+
+def _refuse_bad_replication(url: str | None, settings: Settings) -> None:
+    """Settings with which every commit would wait and fail (or block): refused at start."""
+    if url is None:
+        raise StoreError(
+            "ESCALATION_REDIS_MIN_REPLICAS needs a Redis with replicas: the embedded redis-server "
+            "has none (set ESCALATION_REDIS_URL, or ESCALATION_REDIS_MIN_REPLICAS=0)"
+        )
+    if settings.redis_min_replicas_timeout_ms <= 0:
+        raise StoreError("ESCALATION_REDIS_MIN_REPLICAS_TIMEOUT_MS must be > 0 (WAIT 0 blocks forever)")
+
+
+async def _check_replicas(client: AnyRedis, wanted: int) -> None:
+    """Say at start when a master has fewer replicas than each commit will wait for: until they
+    attach, every commit is refused (503) as not replicated."""
+    try:
+        if isinstance(client, RedisCluster):
+            per_node = await client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+            counts = [int(info.get("connected_slaves", 0)) for info in per_node.values()]
+        else:
+            counts = [int((await client.info("replication")).get("connected_slaves", 0))]
+    except (RedisError, OSError, AttributeError) as exc:
+        log.warning("redis_replicas_unknown", error=str(exc))
+        return
+    if min(counts, default=0) < wanted:
+        log.warning(
+            "redis_fewer_replicas_than_required",
+            connected=min(counts, default=0),
+            required=wanted,
+            detail="commits are refused (503) until enough replicas acknowledge them",
+        )
 
 
 @asynccontextmanager
@@ -105,6 +148,8 @@ async def open_store(
     url: str | None, settings: Settings, observe: Observer = lambda operation, seconds, ok: None
 ) -> AsyncIterator[RedisStore]:
     async with AsyncExitStack() as stack:
+        if settings.redis_min_replicas > 0:
+            _refuse_bad_replication(url, settings)
         if url is None:
             embedded = await stack.enter_async_context(
                 EmbeddedRedis(settings.data_dir, fsync=settings.redis_fsync)
@@ -112,8 +157,14 @@ async def open_store(
             url = embedded.url
             log.info("embedded_redis_started", data_dir=str(settings.data_dir), url=url)
         client = await connect(url)
-        store = RedisStore(client, retention_ms=int(settings.retention_days * 86_400_000), observe=observe)
-        try:
-            yield store
-        finally:
-            await store.close()
+        store = RedisStore(
+            client,
+            retention_ms=int(settings.retention_days * 86_400_000),
+            observe=observe,
+            min_replicas=settings.redis_min_replicas,
+            min_replicas_timeout_ms=settings.redis_min_replicas_timeout_ms,
+        )
+        stack.push_async_callback(store.close)
+        if settings.redis_min_replicas > 0:
+            await _check_replicas(store.client, settings.redis_min_replicas)
+        yield store

@@ -71,7 +71,7 @@ class RedisStore(RedisOutbox):
     async def count_duplicates(self, incident_id: str, n: int) -> None:
         """Count repeats of alerts an incident already has: no rewrite, no version bump."""
         key = keys.incident(incident_id)
-        await self._call("count duplicates", lambda: self.scripts["count"](keys=[key], args=[n]))
+        await self.durable("count duplicates", "count", [key], [n])
 
     async def commit(
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
@@ -115,7 +115,8 @@ class RedisStore(RedisOutbox):
             keys.index(shard),
             keys.counts(shard),
         ]
-        result = await self._call("commit decision", lambda: self.scripts["commit"](keys=ks, args=args))
+        # durable: with redis_min_replicas, WAITed for on the same connection (see RedisCore)
+        result = await self.durable("commit decision", "commit", ks, args)
         if result != 1:
             inc.version = expected
             raise ConflictError("commit decision: incident changed concurrently")
@@ -211,7 +212,7 @@ class RedisStore(RedisOutbox):
         shard = keys.shard_of_key(keys.heartbeat_key(rule))
         ks = [keys.heartbeats(shard), keys.timers(shard)]
         args: list[str | int] = [rule, now_ms, due_ms, keys.heartbeat_timer(rule)]
-        await self._call("record heartbeat", lambda: self.scripts["beat"](keys=ks, args=args))
+        await self.durable("record heartbeat", "beat", ks, args)
 
     async def heartbeats(self) -> dict[str, int]:
         """When each heartbeat rule's alert was last seen (epoch ms), across all shards."""

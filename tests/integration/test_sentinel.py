@@ -3,20 +3,27 @@ sentinels name, and after the master is killed and its replica promoted, the sam
 working against the new master. Real redis-server processes in sentinel mode, on loopback."""
 
 import asyncio
-import subprocess
-import tempfile
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
+from prometheus_client import CollectorRegistry
 
-from engine.store.connect import connect, parse_sentinel
-from engine.store.embedded import redis_server_path
+from engine.alerts import Alert
+from engine.errors import NotReplicatedError, StoreError
+from engine.ingest.alertmanager import parse_payload
+from engine.metrics import Metrics
+from engine.processor import Processor
+from engine.store.connect import MAX_CONNECTIONS, connect, parse_sentinel
 from engine.store.redis import RedisStore
 from engine.timeline import EntryKind, TimelineEntry
-from tests.servers import RedisServer, free_port, terminate
+from tests.clock import FakeClock
+from tests.servers import RedisServer, Sentinel, wait_for_replicas
+from tests.unit.escalation_helpers import POLICIES
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 pytestmark = pytest.mark.redis
 
@@ -38,41 +45,6 @@ def test_sentinel_urls_are_parsed_or_refused_naming_the_problem() -> None:
             parse_sentinel(bad)
 
 
-class Sentinel:
-    """One redis-server in sentinel mode watching `master_port` as service `mymaster`."""
-
-    def __init__(self, master_port: int) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sentinel-test-"))
-        conf = self.dir / "sentinel.conf"
-        conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\n"
-            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
-            "sentinel down-after-milliseconds mymaster 400\n"
-            "sentinel failover-timeout mymaster 3000\n"
-        )
-        with (self.dir / "sentinel.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(redis_server_path()), str(conf), "--sentinel"],
-                cwd=self.dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with redis.Redis(port=self.port) as client:
-                    if client.ping():
-                        return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("sentinel did not start")
-
-    def master_port(self) -> int:
-        with redis.Redis(port=self.port) as client:
-            return int(client.sentinel_get_master_addr_by_name("mymaster")[1])
-
-
 @pytest.fixture
 def topology() -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
     master = RedisServer().start()
@@ -81,7 +53,7 @@ def topology() -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
     try:
         yield master, replica, sentinel
     finally:
-        terminate(sentinel.proc, 5)
+        sentinel.close()
         replica.close()
         master.close()
 
@@ -109,5 +81,65 @@ async def test_the_store_follows_the_master_the_sentinels_promote(
                 await asyncio.sleep(0.2)
         texts = [e.text for e in await store.timeline("0-aaaaaaaaaaaa")]
         assert texts[-1] == "after the failover"  # written to the promoted replica
+    finally:
+        await store.close()
+
+
+def alerts(i: int) -> list[Alert]:
+    raw = json.loads((FIXTURES / "01-firing-single.json").read_text())
+    raw["alerts"][0]["fingerprint"] = f"{i:016x}"
+    raw["groupKey"] = f"{{}}:{{host={i}}}"  # one incident each
+    return parse_payload(raw)[1]
+
+
+async def until_promoted(sentinel: Sentinel, replica: RedisServer) -> None:
+    deadline = time.monotonic() + 20
+    while sentinel.master_port() != replica.port:
+        assert time.monotonic() < deadline, "the sentinel never promoted the replica"
+        await asyncio.sleep(0.1)
+
+
+async def test_with_min_replicas_what_was_acknowledged_survives_and_writes_wait_for_a_replica(
+    topology: tuple[RedisServer, RedisServer, Sentinel],
+) -> None:
+    master, replica, sentinel = topology
+    wait_for_replicas(master.port, 1)
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster"
+    store = RedisStore(await connect(url), min_replicas=1, min_replicas_timeout_ms=200)
+    proc = Processor(store, lambda: POLICIES, FakeClock(), Metrics(CollectorRegistry()))
+    deadline = time.monotonic() + 30
+    try:
+        first = (await proc.ingest(alerts(0))).incidents[0]
+        master.kill()
+        await until_promoted(sentinel, replica)
+        while True:  # the pool finds the new master through the sentinels
+            try:
+                assert await store.load(first) is not None  # acknowledged = on the promoted replica
+                break
+            except StoreError:
+                assert time.monotonic() < deadline, "the store never reached the new master"
+                await asyncio.sleep(0.1)
+        with pytest.raises(NotReplicatedError):  # the new master has no replica yet: not durable
+            await proc.ingest(alerts(1))
+        master.extra_args = ("--replicaof", "127.0.0.1", str(replica.port))  # back, as its replica
+        master.start()
+        wait_for_replicas(replica.port, 1)
+        again = await proc.ingest(alerts(1))  # the sender's retry: the refused commit was on the master
+        assert again.duplicates == 1 and len(await store.list_incidents(10)) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_burst_waits_for_a_free_connection_to_the_master(
+    topology: tuple[RedisServer, RedisServer, Sentinel],
+) -> None:
+    """Commits hold their connection through WAIT: more at once than the pool holds must queue
+    for a connection (as with a standalone Redis), not fail with "Too many connections"."""
+    _, _, sentinel = topology
+    client = await connect(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster")
+    store = RedisStore(client)
+    try:
+        busy = [client.blpop(["nothing"], timeout=0.05) for _ in range(3 * MAX_CONNECTIONS)]
+        assert await asyncio.gather(*busy) == [None] * (3 * MAX_CONNECTIONS)
     finally:
         await store.close()
