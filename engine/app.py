@@ -34,7 +34,7 @@ from engine.reload import Reloader, record_policies
 from engine.scheduler import Scheduler
 from engine.store import keys as keys_
 from engine.store.base import Store
-from engine.store.connect import open_store
+from engine.store.connect import open_stores
 from engine.storewatch import StoreWatch
 from engine.web import setup_web
 
@@ -43,6 +43,8 @@ http_session = web.AppKey("http_session", aiohttp.ClientSession)
 notifier_set: web.AppKey[dict[str, Notifier]] = web.AppKey("notifiers")
 delivery_key = web.AppKey("delivery", Delivery)
 Task = Callable[[], None]
+# Redis connections per role, each its own pool: ingest and the API, due timers, delivery
+POOLS = {"api": 64, "timers": 16, "delivery": 64}
 
 
 class Wakeups:
@@ -113,6 +115,7 @@ class Wiring:
         self.wakeups = Wakeups()
         self.given_store = store
         self.given_notifiers = notifiers
+        self.stores: dict[str, Store] = {}  # by role (POOLS), once the store opens
         record_policies(self.metrics, policies, clock.now_ms())
 
     def contexts(self) -> list[Callable[[web.Application], AsyncIterator[None]]]:
@@ -131,7 +134,11 @@ class Wiring:
             opened = self.given_store  # the caller's, closed by the caller
             if opened is None:
                 url, observe = self.settings.redis_url, self.metrics.observe_store
-                opened = await stack.enter_async_context(open_store(url, self.settings, observe))
+                roles = await stack.enter_async_context(open_stores(url, self.settings, observe, POOLS))
+                self.stores.update(roles)
+                opened = roles["api"]
+            else:
+                self.stores.update(dict.fromkeys(POOLS, opened))
             app[keys.store] = opened
             app[keys.link_secret] = LinkSecret(self.settings, opened)
             app[keys.store_watch] = watch = StoreWatch(opened, self.metrics)
@@ -161,7 +168,7 @@ class Wiring:
     async def delivery(self, app: web.Application) -> AsyncIterator[None]:
         config = _delivery_config(self.settings, f"{socket.gethostname()}-{os.getpid()}")
         channels: dict[str, Notifier] = app[notifier_set]
-        delivery = Delivery(app[keys.store], channels, self.ref, self.clock, self.metrics, config)
+        delivery = Delivery(self.stores["delivery"], channels, self.ref, self.clock, self.metrics, config)
         delivery.link_secret = app[keys.link_secret]
         app[delivery_key] = delivery
         self.wakeups.outbox_listeners.append(delivery.wake.set)
@@ -180,7 +187,12 @@ class Wiring:
 
     async def scheduler(self, app: web.Application) -> AsyncIterator[None]:
         sleep_s = self.settings.scheduler_max_sleep_s
-        scheduler = Scheduler(app[keys.store], app[keys.processor], self.clock, self.metrics, sleep_s)
+        ingest = app[keys.processor]
+        processor = Processor(
+            self.stores["timers"], self.ref, self.clock, self.metrics, self.wakeups.committed
+        )
+        scheduler = Scheduler(self.stores["timers"], processor, self.clock, self.metrics, sleep_s)
+        scheduler.hold_ingest = ingest.timers_first  # due timers go before new ingest decisions
         scheduler.on_outbox = self.wakeups.outbox_written
         self.wakeups.timer_listeners.append(scheduler.poke)
         async with _running(

@@ -1,9 +1,10 @@
 """Every event takes one path: load, decide, commit guarded by the version; a lost race re-reads."""
 
 import asyncio
+import contextlib
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -63,10 +64,29 @@ class Processor:
         self.metrics = metrics
         self.on_commit = on_commit
         self._ingest_slots = asyncio.Semaphore(INGEST_SLOTS)
+        self._timers_firing = 0
+        self._ingest_open = asyncio.Event()
+        self._ingest_open.set()
 
     async def _slot(self, step: Callable[[], Awaitable[T]]) -> T:
         async with self._ingest_slots:
+            # due timers go first: an open incident's deadline beats a new alert (checked with
+            # the slot held, so that decisions already queued for a slot wait too)
+            await self._ingest_open.wait()
             return await step()
+
+    @contextlib.contextmanager
+    def timers_first(self) -> Iterator[None]:
+        """While due timers fire, no new ingest decision starts (those under way finish): on one
+        event loop, the ladders of open incidents keep their deadlines whatever the alert load."""
+        self._timers_firing += 1
+        self._ingest_open.clear()
+        try:
+            yield
+        finally:
+            self._timers_firing -= 1
+            if not self._timers_firing:
+                self._ingest_open.set()
 
     async def ingest(self, alerts: list[Alert]) -> IngestResult:
         """Route each alert, group by incident key, and run one decision per key."""

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import structlog
 
@@ -38,6 +39,8 @@ class Scheduler:
         self.wake = asyncio.Event()
         self._sleep_until_ms = 0
         self.on_outbox: Callable[[], None] = lambda: None
+        # held while due timers fire: no new ingest decision starts meanwhile (Processor.timers_first)
+        self.hold_ingest: Callable[[], AbstractContextManager[None]] = processor.timers_first
         self._stopping = False
 
     def poke(self, due_ms: int | None) -> None:
@@ -87,7 +90,8 @@ class Scheduler:
                 self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
             return d.changed
 
-        fired = sum(await asyncio.gather(*(fire(i, due_ms) for i, due_ms in due)))
+        with self.hold_ingest():
+            fired = sum(await asyncio.gather(*(fire(i, due_ms) for i, due_ms in due)))
         if len(due) >= BATCH and fired:
             return 0.0
         next_timer, next_retry = await self.store.next_due_ms()

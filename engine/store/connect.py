@@ -1,6 +1,6 @@
 """Open the store: the embedded redis-server by default, or an external standalone / Cluster Redis."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import unquote
 
@@ -54,7 +54,7 @@ def parse_sentinel(url: str) -> tuple[list[tuple[str, int]], str, int, str | Non
     return sentinels, unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, password
 
 
-async def _sentinel_client(url: str) -> Redis:
+async def _sentinel_client(url: str, max_connections: int) -> Redis:
     """The current master as the sentinels name it; the pool asks them again after a failover."""
     try:
         sentinels, service, db, password = parse_sentinel(url)
@@ -65,7 +65,7 @@ async def _sentinel_client(url: str) -> Redis:
         service,
         redis_class=Redis,
         connection_pool_class=SentinelBlockingPool,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=5,  # waiting for a free connection; then the request fails with 503
         db=db,
         password=password,
@@ -82,15 +82,15 @@ async def _sentinel_client(url: str) -> Redis:
     return client
 
 
-async def connect(url: str) -> AnyRedis:
+async def connect(url: str, max_connections: int = MAX_CONNECTIONS) -> AnyRedis:
     """A client for `url`; a server that reports cluster mode gets a cluster client, and a
     `redis+sentinel://` URL the master its sentinels name (followed across failovers)."""
     if url.startswith("redis+sentinel://"):
-        return await _sentinel_client(url)
+        return await _sentinel_client(url, max_connections)
     # a blocking pool: under a burst, requests wait for a connection instead of failing with 503
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=5,
         socket_timeout=10,
         socket_connect_timeout=5,
@@ -147,6 +147,17 @@ async def _check_replicas(client: AnyRedis, wanted: int) -> None:
 async def open_store(
     url: str | None, settings: Settings, observe: Observer = lambda operation, seconds, ok: None
 ) -> AsyncIterator[RedisStore]:
+    async with open_stores(url, settings, observe, {"api": MAX_CONNECTIONS}) as stores:
+        yield stores["api"]
+
+
+@asynccontextmanager
+async def open_stores(
+    url: str | None, settings: Settings, observe: Observer, pools: Mapping[str, int]
+) -> AsyncIterator[dict[str, RedisStore]]:
+    """One store per role on the same Redis, each with a connection pool of its own size: a
+    role that has used up its pool waits for its own connections, never for another role's
+    (a storm of webhooks or of deliveries cannot make a due timer wait for a connection)."""
     async with AsyncExitStack() as stack:
         if settings.redis_min_replicas > 0:
             _refuse_bad_replication(url, settings)
@@ -156,15 +167,17 @@ async def open_store(
             )
             url = embedded.url
             log.info("embedded_redis_started", data_dir=str(settings.data_dir), url=url)
-        client = await connect(url)
-        store = RedisStore(
-            client,
-            retention_ms=int(settings.retention_days * 86_400_000),
-            observe=observe,
-            min_replicas=settings.redis_min_replicas,
-            min_replicas_timeout_ms=settings.redis_min_replicas_timeout_ms,
-        )
-        stack.push_async_callback(store.close)
+        stores = {}
+        for role, max_connections in pools.items():
+            store = RedisStore(
+                await connect(url, max_connections),
+                retention_ms=int(settings.retention_days * 86_400_000),
+                observe=observe,
+                min_replicas=settings.redis_min_replicas,
+                min_replicas_timeout_ms=settings.redis_min_replicas_timeout_ms,
+            )
+            stack.push_async_callback(store.close)
+            stores[role] = store
         if settings.redis_min_replicas > 0:
-            await _check_replicas(store.client, settings.redis_min_replicas)
-        yield store
+            await _check_replicas(next(iter(stores.values())).client, settings.redis_min_replicas)
+        yield stores
