@@ -85,16 +85,17 @@ def role(port: int) -> str:
 
 
 def wait_for_replicas(master_port: int, n: int, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Until `n` replicas are attached to the master and caught up with its replication stream."""
+    """Until `n` replicas are attached to the master and have what it held when this was called
+    (not its offset of the moment: under writes that moves on, and replicas report theirs each second)."""
     deadline = time.monotonic() + timeout_s
+    target: int | None = None
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError, OSError), _client(master_port) as r:
             info = r.info("replication")
-            offset = int(info.get("master_repl_offset", 0))
-            online = [
-                v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-            ]  # slaveN: {ip, port, state, offset, lag}
-            if sum(1 for v in online if v.get("state") == "online" and int(v["offset"]) >= offset) >= n:
+            if target is None:
+                target = int(info.get("master_repl_offset", 0))
+            replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if sum(1 for v in replicas if v.get("state") == "online" and int(v["offset"]) >= target) >= n:
                 return
         time.sleep(0.02)
     raise ServerStartError(f"redis-server :{master_port} has not {n} replicas in sync")
