@@ -5,8 +5,9 @@ Each pass (every `interval_s`, on every replica) walks the shards' incident inde
 store/sweep.py: entries of expired incidents are dropped. With an archive directory, a resolved
 incident whose retention ends within `margin_ms` is claimed, written as one JSON line (incident
 with its alerts, timeline, thread references) to `incidents-YYYY-MM-DD.jsonl` (the UTC day it
-resolved), fsynced, and then removed from Redis: archived at resolved + retention - margin,
-so notes added after the resolve are in it. Hourly, it also drops orphaned keys, dead letters
+resolved), fsynced, and then removed from Redis: archived at resolved + retention - margin
+(default_margin_ms: a quarter of the retention, at most a day), so notes added after the
+resolve are in it. Hourly, it also drops orphaned keys, dead letters
 older than the retention, and the consumer records of replicas long gone.
 
 Guarantee: each incident is written once across replicas (the claim is atomic in Redis); after
@@ -45,10 +46,11 @@ IDLE_CONSUMER_MS = DAY_MS
 ARCHIVE_FORMAT = 1
 
 
-def default_margin_ms(retention_ms: int) -> int:
-    """How long before expiry an incident is archived: a quarter of the retention, at most a day.
-    It is also the longest all replicas may be down without an incident expiring unarchived."""
-    return min(DAY_MS, retention_ms // 4)
+def default_margin_ms(retention_ms: int, interval_s: float = INTERVAL_S) -> int:
+    """How long before expiry an incident is archived: a quarter of the retention, at most a day,
+    but at least five passes (and at most the whole retention). It is also how long every replica
+    may be down around an incident's expiry before that incident expires unarchived."""
+    return min(retention_ms, max(min(DAY_MS, retention_ms // 4), int(5 * interval_s * 1000)))
 
 
 def archive_file(directory: Path, claimed: Claimed) -> Path:
@@ -130,7 +132,7 @@ class Retention:
         self.owner = owner
         self.interval_s = interval_s
         retention_ms = sweeper.retention_ms if sweeper is not None else 0
-        self.margin_ms = default_margin_ms(retention_ms) if margin_ms is None else margin_ms
+        self.margin_ms = default_margin_ms(retention_ms, interval_s) if margin_ms is None else margin_ms
         self.lease_ms = lease_ms
         self.housekeeping_every = housekeeping_every
         self.passes = 0

@@ -36,7 +36,9 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--redis-url", help="the engine's Redis (default $ESCALATION_REDIS_URL)")
     where.add_argument(
-        "--data-dir", type=Path, help="the embedded Redis data directory of a stopped engine (default ./data)"
+        "--data-dir",
+        type=Path,
+        help="the embedded Redis data directory (default ./data); the engine using it must be stopped",
     )
 
 

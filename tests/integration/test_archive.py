@@ -163,3 +163,20 @@ async def test_one_pass_archives_every_due_incident_across_batches(
     stats = await archiver(store, clock, tmp_path, "a", HOUR_MS).sweep()
     assert stats.archived == 50
     assert await index_members(store) == {ids[i] for i in range(50, 60)}
+
+
+async def test_retention_and_the_archive_run_on_a_redis_cluster(
+    redis_cluster_url: str, tmp_path: Path
+) -> None:
+    store = RedisStore(await connect(redis_cluster_url), retention_ms=HOUR_MS)
+    try:
+        clock = FakeClock()
+        ids = await open_and_resolve(processor(store, clock), range(20), range(15))
+        orphan = keys.timeline("5-0123456789ab")  # a timeline whose incident never existed
+        await store.client.rpush(orphan, "{}")
+        stats = await archiver(store, clock, tmp_path, "a", HOUR_MS).sweep()
+        assert (stats.archived, stats.orphans) == (15, 1)
+        assert Counter(line["id"] for line in lines(tmp_path)) == {ids[i]: 1 for i in range(15)}
+        assert await index_members(store) == {ids[i] for i in range(15, 20)}
+    finally:
+        await store.close()
