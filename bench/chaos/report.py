@@ -8,6 +8,7 @@ from typing import Any
 from bench.chaos.count import pct
 from bench.chaos.policy import CHANNELS, LEVEL_OFFSETS_S
 from bench.chaos.run import Outcome, loadavg
+from bench.chaos.workload import KINDS
 from bench.report import git, machine, versions
 
 Flat = dict[str, Any]
@@ -110,7 +111,11 @@ def markdown(f: Flat) -> str:
         f"claim idle {f['config.claim_idle_s']}s; receivers answer after "
         f"{f['config.receiver_delay_s'][0]}-{f['config.receiver_delay_s'][1]} s",
         f"- {f['chaos.incidents']} incidents opened over {f['chaos.incidents_opened_over_s']} s; run took "
-        f"{f['chaos.seconds']} s (storm {f['chaos.storm_seconds']} s)",
+        f"{f['chaos.seconds']} s (storm {f['chaos.storm_seconds']} s); scripts: "
+        + ", ".join(f"{kind} {f.get(f'chaos.incidents.{kind}', 0)}" for kind in KINDS)
+        + f" (early_ack fallbacks {f['chaos.incidents.early_ack_fallbacks']}, ambiguous "
+        f"{f['chaos.incidents.ambiguous']}); API calls sent again after a replica died: "
+        f"{f['chaos.api_retries']}",
         f"- {f['meta.date']}, commit `{f['meta.commit']}`"
         + (" (engine/ had uncommitted changes)" if f["meta.engine_uncommitted_changes"] else "")
         + f"; {f['meta.machine']}, load average {f['meta.loadavg_before']} before and "
@@ -168,7 +173,8 @@ def markdown(f: Flat) -> str:
         f"At the kills, the killed replicas' delivery consumers had {_v(f['chaos.held_at_kill'])} messages "
         f"pending; {_v(f['chaos.reclaim.count'])} reached their receivers after the kill (the reclaim delay "
         f"above), {_v(f['chaos.held_at_kill.arrived_before_kill'])} had arrived just before it and were not "
-        f"sent again, {_v(f['chaos.held_at_kill.never_arrived'])} never arrived.",
+        "sent again (a page whose incident was acknowledged or resolved meanwhile is dropped, and the "
+        f"timeline says so), {_v(f['chaos.held_at_kill.never_arrived'])} never arrived.",
     ]
     for key, title in (("slowest_messages", "Latest messages"), ("slowest_reclaims", "Slowest reclaims")):
         if f[key]:
