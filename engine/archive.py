@@ -212,8 +212,8 @@ class Retention:
                 # are kept alive meanwhile), so a full disk delays the archive, it loses nothing
                 log.error("archive_write_failed", file=str(path), error=str(exc), incidents=len(group))
                 continue
-            for c in group:
-                if await sweeper.finish(c):
+            for c, done in zip(group, await sweeper.finish(group), strict=True):
+                if done:
                     stats.archived += 1
                     removed += 1
                 else:

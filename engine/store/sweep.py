@@ -153,17 +153,22 @@ class Sweeper:
         found = await asyncio.gather(*(one(i) for i in ids))
         return [c for c in found if c is not None]
 
-    async def finish(self, claimed: Claimed) -> bool:
-        """Remove an archived incident while our claim holds; False when another took it over."""
-        incident_id = claimed.incident_id
-        shard = keys.shard_of_id(incident_id)
-        ks = [keys.incident(incident_id), keys.timeline(incident_id), keys.threads(incident_id)]
-        ks.append(keys.index(shard))
-        key = claimed.record.get("key")
-        if isinstance(key, str) and keys.shard_of_key(key) == shard:  # same hash slot
-            ks.append(keys.pointer(key))
-        with store_errors("remove archived incident"):
-            return bool(await self.done_script(keys=ks, args=[claimed.claim, incident_id]))
+    async def finish(self, claimed: list[Claimed]) -> list[bool]:
+        """Remove archived incidents while our claims hold; False for each another took over."""
+        gate = asyncio.Semaphore(CLAIMS_AT_ONCE)
+
+        async def one(c: Claimed) -> bool:
+            shard = keys.shard_of_id(c.incident_id)
+            ks = [keys.incident(c.incident_id), keys.timeline(c.incident_id), keys.threads(c.incident_id)]
+            ks.append(keys.index(shard))
+            key = c.record.get("key")
+            if isinstance(key, str) and keys.shard_of_key(key) == shard:  # same hash slot
+                ks.append(keys.pointer(key))
+            async with gate:
+                with store_errors("remove archived incident"):
+                    return bool(await self.done_script(keys=ks, args=[c.claim, c.incident_id]))
+
+        return list(await asyncio.gather(*(one(c) for c in claimed)))
 
     async def drop_orphans(self) -> int:
         """Timelines and thread hashes without TTL whose incident is gone, and key pointers
