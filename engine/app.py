@@ -19,6 +19,7 @@ from engine.api import actions, keys, webhook
 from engine.api.auth import make_auth
 from engine.api.middlewares import WEBHOOK_COUNTER, errors
 from engine.api.routes import setup_routes
+from engine.archive import Retention
 from engine.clock import Clock, SystemClock
 from engine.config import Settings
 from engine.delivery.links import LinkSecret
@@ -44,7 +45,7 @@ notifier_set: web.AppKey[dict[str, Notifier]] = web.AppKey("notifiers")
 delivery_key = web.AppKey("delivery", Delivery)
 Task = Callable[[], None]
 # Redis connections per role, each its own pool: ingest and the API, due timers, delivery
-POOLS = {"api": 64, "timers": 16, "delivery": 64}
+POOLS = {"api": 64, "timers": 16, "delivery": 64, "housekeeping": 4}
 
 
 class Wakeups:
@@ -127,6 +128,7 @@ class Wiring:
             self.reloader,
             self.scheduler,
             self.gauges,
+            self.retention,
         ]
 
     async def store(self, app: web.Application) -> AsyncIterator[None]:
@@ -198,6 +200,13 @@ class Wiring:
         async with _running(
             scheduler.run(), scheduler.stop, self.settings.delivery_timeout_s + 1, "scheduler"
         ):
+            yield
+
+    async def retention(self, app: web.Application) -> AsyncIterator[None]:
+        """Resolved incidents leave Redis after the retention (archived first with archive_dir)."""
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+        task = Retention.for_store(self.stores["housekeeping"], self.clock, self.settings.archive_dir, owner)
+        async with _running(task.run(), task.stop, 10, "retention"):
             yield
 
     async def gauges(self, app: web.Application) -> AsyncIterator[None]:

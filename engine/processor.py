@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -103,10 +103,8 @@ class Processor:
         # at most INGEST_SLOTS at a time across all webhooks (see there)
         decide_keys = [partial(self._ingest_key, key, routed, policies) for key, routed in by_key.items()]
         beat_rules = [partial(self._beat, rule, ms, policies) for rule, ms in beats.items()]
-        decisions, _ = await asyncio.gather(
-            asyncio.gather(*(self._slot(step) for step in decide_keys)),
-            asyncio.gather(*(self._slot(step) for step in beat_rules)),
-        )
+        decisions = await _all([self._slot(step) for step in decide_keys])
+        await _all([self._slot(step) for step in beat_rules])
         result = IngestResult()
         for d in decisions:
             result.duplicates += d.duplicates
@@ -199,6 +197,8 @@ class Processor:
             if not d.changed:
                 if d.duplicates and d.incident.is_open:
                     await self.store.count_duplicates(d.incident.id, d.duplicates)
+                else:  # what it rests on may be a refused commit's write: replicated before "done"
+                    await self.store.settled(d.incident.id)
                 return d
             try:
                 await self.store.commit(previous, d, now, _outbox(d, now))
@@ -240,6 +240,19 @@ class Processor:
             timer_ms=inc.timer_ms,
             pages=pages,
         )
+
+
+async def _all(steps: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every step's result; on the first failure the others are cancelled before it is raised,
+    so a webhook answered 503 leaves no decisions of its own queued or running behind it."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _outbox(d: Decision, now_ms: int) -> list[OutboxMessage]:

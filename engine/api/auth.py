@@ -17,7 +17,9 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
+from engine.api.middlewares import WEBHOOK_PATH
 from engine.config import Settings
+from engine.errors import EngineError
 
 
 def _same(given: str, expected: str) -> bool:
@@ -60,13 +62,15 @@ class FailedAttempts:
         while len(self._seen) > self.MAX_ADDRESSES:
             self._seen.popitem(last=False)
 
-    def refuse_if_blocked(self, address: str) -> None:
+    def refuse_if_blocked(self, address: str, path: str = "") -> None:
         wait_s = self.retry_after_s(address)
-        if wait_s:
-            raise web.HTTPTooManyRequests(
-                reason="too many failed authentication attempts, try again later",
-                headers={"Retry-After": str(wait_s)},
-            )
+        if not wait_s:
+            return
+        reason = "too many failed authentication attempts, try again later"
+        headers = {"Retry-After": str(wait_s)}
+        if path == WEBHOOK_PATH:  # Alertmanager drops a 4xx but retries a 5xx: the alerts wait, not vanish
+            raise web.HTTPServiceUnavailable(reason=reason, headers=headers)
+        raise web.HTTPTooManyRequests(reason=reason, headers=headers)
 
 
 class Auth:
@@ -86,8 +90,8 @@ class Auth:
     def check(self, request: web.Request) -> None:
         if not self.enabled:
             return
-        address = request.remote or ""
-        self.failures.refuse_if_blocked(address)
+        address = client_key(request.remote)
+        self.failures.refuse_if_blocked(address, request.path)
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if self.token is not None and scheme.lower() == "bearer" and _same(value, self.token):
@@ -107,15 +111,37 @@ class Auth:
         )
 
 
-def _secret(value: SecretStr | None, path: Path | None) -> str | None:
-    if path is not None:
-        return path.read_text().strip()
-    return value.get_secret_value() if value is not None else None
+def client_key(remote: str | None) -> str:
+    """Whom failed attempts are counted against: the address, or for IPv6 its /64 (one host
+    usually holds a whole /64, and rotating inside it must not buy fresh guesses)."""
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _secret(name: str, value: SecretStr | None, path: Path | None) -> str | None:
+    secret = path.read_text().strip() if path is not None else None
+    if secret is None and value is not None:
+        secret = value.get_secret_value()
+    if secret is not None and not secret.strip():
+        # an empty secret would be matched by an empty credential: refuse rather than be open
+        raise EngineError(f"ESCALATION_{name}(_FILE) is empty: give it a value or leave it unset")
+    return secret
 
 
 def make_auth(settings: Settings) -> Auth:
-    token = _secret(settings.auth_token, settings.auth_token_file)
-    password = _secret(settings.auth_basic_password, settings.auth_basic_password_file)
+    """The configured credentials; EngineError for an empty token or password."""
+    token = _secret("AUTH_TOKEN", settings.auth_token, settings.auth_token_file)
+    password = _secret("AUTH_BASIC_PASSWORD", settings.auth_basic_password, settings.auth_basic_password_file)
+    if settings.auth_basic_user is not None and not password:
+        raise EngineError("ESCALATION_AUTH_BASIC_USER is set without ESCALATION_AUTH_BASIC_PASSWORD(_FILE)")
     basic = (settings.auth_basic_user, password or "") if settings.auth_basic_user else None
     return Auth(token, basic, settings.auth_failures_per_minute)
 

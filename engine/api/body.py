@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from engine.api import keys
 from engine.errors import ClientGone, IngestError
@@ -56,6 +57,15 @@ async def read_body(request: web.Request) -> bytes:
             f"Content-Encoding {encoding[:40]!r} is not supported: send gzip, deflate or none", status=415
         )
     return inflate(raw, encoding, request.app[keys.settings].max_body_bytes)
+
+
+async def read_form(request: web.Request) -> "MultiDictProxy[str | bytes | bytearray | web.FileField]":
+    """A form body, within the same deadline as any body (a trickled one is a 408)."""
+    try:
+        async with asyncio.timeout(request.app[keys.settings].request_body_timeout_s):
+            return await request.post()
+    except TimeoutError:
+        raise IngestError("the body took too long to arrive", status=408) from None
 
 
 def inflate(raw: bytes, encoding: str, limit: int) -> bytes:

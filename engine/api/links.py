@@ -18,6 +18,7 @@ from aiohttp import web
 from engine import links
 from engine.api import keys, linkpages
 from engine.api.actions import act
+from engine.api.body import read_form
 from engine.errors import IncidentNotFound, StoreError
 from engine.incident import Incident, Status
 from engine.times import rfc3339
@@ -205,7 +206,7 @@ async def _name(request: web.Request) -> str:
     if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:
         raise Refusal(413, "Too much data", ["The form sent more than a name. Nothing was changed."])
     try:
-        form = await request.post()
+        form = await read_form(request)
     except (ValueError, web.HTTPException):
         raise Refusal(400, "The form could not be read", ["Nothing was changed."]) from None
     raw = form.get("by", "")

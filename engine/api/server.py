@@ -8,6 +8,7 @@ of slow clients costs a fixed amount of memory and cannot starve the event loop.
 """
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
 from contextlib import suppress
@@ -50,8 +51,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
         raise EngineError(f"ESCALATION_TLS_{given}_FILE is set but ESCALATION_TLS_{missing}_FILE is not")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def encrypted(*_: object) -> str:  # else OpenSSL asks for a passphrase on the terminal
+        raise EngineError(f"TLS key {key} is encrypted: give an unencrypted PEM key (keep it mode 0600)")
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=encrypted)
     except (OSError, ssl.SSLError) as exc:
         raise EngineError(f"TLS certificate {cert} / key {key}: {_reason(exc)}") from None
     return context
@@ -75,8 +80,10 @@ class _Refuse(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """A TCP site whose protocol factory refuses connections past `max_connections`."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, limits: Limits, **kwargs: Any) -> None:
+        host, port = sock.getsockname()[:2]
         super().__init__(runner, host, port, **kwargs)
+        self.sock = sock
         self.limits = limits
         self.refused = 0
 
@@ -86,12 +93,10 @@ class GuardedSite(web.TCPSite):
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
             lambda: self._admit(server),
-            self._host,
-            self._port,
+            sock=self.sock,
             ssl=self._ssl_context,
             ssl_handshake_timeout=self.limits.header_timeout_s if self._ssl_context else None,
             backlog=self._backlog,
-            reuse_address=True,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
@@ -112,10 +117,12 @@ def serve(
     tls: ssl.SSLContext | None,
     on_listening: Callable[[GuardedSite], None] = lambda site: None,
 ) -> None:
-    """Run until SIGINT or SIGTERM, as web.run_app does, on a GuardedSite."""
+    """Run until SIGINT or SIGTERM, as web.run_app does, on a GuardedSite. The port is bound
+    first: a port in use is an EngineError before any loop starts (timers, delivery)."""
+    sock = _bind(host, port)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, host, port, limits, tls, on_listening))
+    main = loop.create_task(_serve(app, sock, limits, tls, on_listening))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):
@@ -133,10 +140,21 @@ def serve(
         loop.close()
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EngineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def _serve(
     app: web.Application,
-    host: str,
-    port: int,
+    sock: socket.socket,
     limits: Limits,
     tls: ssl.SSLContext | None,
     on_listening: Callable[[GuardedSite], None],
@@ -150,7 +168,7 @@ async def _serve(
     )
     await runner.setup()
     try:
-        site = GuardedSite(runner, host, port, limits, ssl_context=tls)
+        site = GuardedSite(runner, sock, limits, ssl_context=tls)
         await site.start()
         on_listening(site)
         await asyncio.Event().wait()  # until a signal raises GracefulExit

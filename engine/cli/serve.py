@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if tls else "http"
     try:
         serve(app, host, port, Limits.of(settings), tls, lambda site: _started(settings, scheme, site.port))
-    except EngineError as exc:
+    except EngineError as exc:  # e.g. the port is in use
         print(f"escalation-engine: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

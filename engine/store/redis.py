@@ -73,6 +73,12 @@ class RedisStore(RedisOutbox):
         key = keys.incident(incident_id)
         await self.durable("count duplicates", "count", [key], [n])
 
+    async def settled(self, incident_id: str) -> None:
+        """With min_replicas, a write replicas must acknowledge before a no-change answer: the state
+        it rests on may be a commit refused as not replicated, still only on the master."""
+        if self.min_replicas > 0:
+            await self.count_duplicates(incident_id, 0)  # HINCRBY 0: a write, replicated, changes nothing
+
     async def commit(
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
     ) -> None:

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from multidict import MultiDictProxy
 
 from engine.api import keys
+from engine.api.body import read_form
 from engine.errors import EngineError, IncidentNotFound, StoreError
 from engine.web import session as sess
 from engine.web.session import Session
@@ -220,7 +221,7 @@ async def _guarded(request: web.Request, handler: Page) -> web.StreamResponse:
 
 async def form_fields(request: web.Request) -> dict[str, str]:
     """A urlencoded form as text fields (files and over-long values are dropped)."""
-    form = await request.post()
+    form = await read_form(request)
     return {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
 
 

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import keys
+from engine.api.auth import client_key
 from engine.web import session as sess
 from engine.web.base import (
     action,
@@ -72,11 +73,11 @@ async def _login(request: web.Request, s: Session, fields: dict[str, str]) -> we
     authenticated = False
     if auth_enabled(request):
         failures = request.app[keys.auth].failures  # the API's count: one budget per address
-        if failures.retry_after_s(request.remote or ""):
+        if failures.retry_after_s(client_key(request.remote)):
             return await _form(request, "Too many failed attempts; wait a minute and try again.", 429)
         proven = _credentials_ok(request, fields)
         if proven is None:
-            failures.failed(request.remote or "")
+            failures.failed(client_key(request.remote))
             log.info("console_login_failed", remote=request.remote)
             await asyncio.sleep(FAILED_LOGIN_DELAY_S)
             return await _form(request, "Those credentials are not right.", 401)

@@ -92,6 +92,25 @@ async def test_a_client_trickling_its_body_gets_a_408(engine: EngineProcess) -> 
     assert '"the body took too long to arrive"' in answer
 
 
+async def test_a_console_form_trickled_in_gets_a_408_too(engine: EngineProcess) -> None:
+    reader, writer = await _open(engine)
+    head = "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    writer.write((head + "Content-Length: 500\r\n\r\nname=").encode())
+    await writer.drain()
+    answer = ""
+    for _ in range(40):
+        writer.write(b"a")
+        await writer.drain()
+        try:
+            async with asyncio.timeout(0.1):
+                answer = (await reader.read(4096)).decode()
+            break
+        except TimeoutError:
+            continue
+    writer.close()
+    assert answer.startswith("HTTP/1.1 408"), answer
+
+
 async def test_webhooks_past_the_in_flight_cap_are_shed_with_retry_after(engine: EngineProcess) -> None:
     held = []
     for _ in range(2):  # two webhooks whose bodies are slow to come hold both slots

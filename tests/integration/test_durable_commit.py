@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from engine.app import create_app
 from engine.config import Settings
 from engine.errors import NotReplicatedError, StoreError
+from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.processor import Processor
@@ -180,3 +181,21 @@ async def test_settings_that_cannot_work_are_refused_at_start(pair: Pair, tmp_pa
             pass
     async with open_store(pair.master.url, Settings(redis_min_replicas=1)) as store:
         assert (store.min_replicas, store.min_replicas_timeout_ms) == (1, 500)
+
+
+async def test_a_retried_action_whose_first_commit_was_refused_waits_for_the_replica_too(pair: Pair) -> None:
+    async with durable_store(pair.master.url) as store:
+        proc = processor(store, FakeClock())
+        incident_id = (await proc.ingest(parse_payload(webhook())[1])).incidents[0]
+        pair.freeze()
+        try:
+            ack = Acknowledge("alice")
+            with pytest.raises(NotReplicatedError):
+                await proc.act(incident_id, ack)
+            # the refused ack is on the master: its retry changes nothing, and must still not
+            # be answered as done while the replica lacks it
+            with pytest.raises(NotReplicatedError):
+                await proc.act(incident_id, ack)
+        finally:
+            pair.thaw()
+        assert (await proc.act(incident_id, Acknowledge("alice"))).acked_by == "alice"

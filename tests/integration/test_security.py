@@ -12,6 +12,7 @@ refused at load (tests/unit/test_templates), slow and crowding clients (e2e/test
 import asyncio
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from engine.api.auth import FailedAttempts, exposure_problem, make_auth
+from engine.api.auth import FailedAttempts, client_key, exposure_problem, make_auth
 from engine.app import create_app
 from engine.config import Settings
 from engine.notifiers import PagerDutyNotifier
@@ -115,6 +116,54 @@ async def test_failed_attempts_are_limited_per_address_even_for_the_right_token(
     assert "Too many failed attempts" in await page.text()
 
 
+async def test_a_blocked_address_gets_503_on_the_webhook_so_alertmanager_retries(
+    client: TestClient[Any, Any],
+) -> None:
+    for _ in range(3):
+        await client.post("/-/reload", headers={"Authorization": "Bearer guess"})
+    resp = await client.post(
+        "/api/v1/alertmanager",
+        json=body("01-firing-single.json"),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert resp.status == 503  # a 429 would be dropped by Alertmanager; a 5xx is retried
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
+def test_failures_are_counted_per_ipv6_64_and_per_ipv4_address() -> None:
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::7") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.1") == "10.0.0.1" and client_key("10.0.0.2") == "10.0.0.2"
+    assert client_key("::1") == "::1" and client_key(None) == ""
+
+
+def test_serve_says_so_when_the_port_is_taken_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve({}, "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path))
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use".encode() in out
+    assert b"Traceback" not in out and b"engine_started" not in out
+
+
+def test_an_encrypted_tls_key_is_refused_with_a_message_not_a_prompt(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    locked = tmp_path / "locked.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:x", "-out", str(locked)],
+        check=True,
+        capture_output=True,
+    )
+    env = {"ESCALATION_TLS_CERT_FILE": str(cert), "ESCALATION_TLS_KEY_FILE": str(locked)}
+    proc = _serve(env, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d"))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert b"is encrypted: give an unencrypted PEM key" in out
+
+
 def test_the_failure_count_slides_and_is_per_address() -> None:
     now = [1000.0]
     attempts = FailedAttempts(per_minute=2, clock=lambda: now[0])
@@ -180,6 +229,8 @@ def test_serve_refuses_to_listen_on_all_interfaces_without_auth(tmp_path: Path) 
             b"TLS certificate /nonexistent/c.pem / key /nonexistent/k.pem: No such file or directory",
         ),
         ({"ESCALATION_AUTH_TOKEN_FILE": "/nonexistent/token"}, b"/nonexistent/token: No such file"),
+        ({"ESCALATION_AUTH_TOKEN": " "}, b"ESCALATION_AUTH_TOKEN(_FILE) is empty"),  # else "Bearer " matches
+        ({"ESCALATION_AUTH_BASIC_USER": "u"}, b"without ESCALATION_AUTH_BASIC_PASSWORD"),
     ],
 )
 def test_bad_tls_or_credential_files_stop_serve_with_a_clear_message(

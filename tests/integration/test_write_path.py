@@ -9,13 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.delivery.loop import Delivery, DeliveryConfig
+from engine.errors import StoreError
 from engine.events import Resolve
 from engine.ingest.alertmanager import parse_payload
 from engine.messages import Message
 from engine.metrics import Metrics
 from engine.notifiers.base import Notifier
 from engine.policy.models import PolicySet
-from engine.processor import Processor
+from engine.processor import INGEST_SLOTS, Processor
 from engine.store import keys
 from engine.store.base import OutboxEntry
 from engine.store.connect import connect
@@ -274,5 +275,34 @@ async def test_a_persons_own_notification_rules_run_until_someone_acknowledges(
         else:
             assert pagerduty.sent == []
             assert ("page_skipped", "trigger to user:alice skipped: incident is acknowledged now") in kinds
+    finally:
+        await store.close()
+
+
+class FailingStore(RedisStore):
+    """Its first commit fails as an unreachable Redis would; counts the commits tried."""
+
+    commits = 0
+
+    async def commit(self, *args: object, **kw: object) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            raise StoreError("commit decision: connection reset")
+        await asyncio.sleep(0.01)
+        await super().commit(*args, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_webhook_that_fails_leaves_none_of_its_decisions_running(redis_url: str) -> None:
+    store = FailingStore(await connect(redis_url))
+    try:
+        proc = Processor(store, lambda: POLICIES, FakeClock(), Metrics(CollectorRegistry()))
+        raws = [payload("01-firing-single.json", groupKey=f'{{}}:{{g="{i}"}}') for i in range(300)]
+        alerts = [a for raw in raws for a in parse_payload(raw)[1]]  # 300 incidents, one webhook
+        with pytest.raises(StoreError):
+            await proc.ingest(alerts)
+        tried = store.commits
+        await asyncio.sleep(0.5)
+        assert store.commits == tried < 300  # the 503 is the end of that webhook's work
+        assert proc._ingest_slots._value == INGEST_SLOTS
     finally:
         await store.close()
