@@ -152,7 +152,7 @@ def exposure_problem(settings: Settings, auth: Auth, host: str) -> str | None:
     if auth.enabled or settings.insecure_no_auth or _loopback(host):
         return None
     return (
-        f"refusing to listen on {host} without authentication: anyone who can reach it could "
+        f"it would listen on {host} without authentication: anyone who can reach it could "
         "acknowledge and resolve incidents. Set ESCALATION_AUTH_TOKEN(_FILE) or "
         "ESCALATION_AUTH_BASIC_USER and ..._PASSWORD(_FILE), listen on 127.0.0.1, "
         "or pass --insecure-no-auth if a proxy in front authenticates"

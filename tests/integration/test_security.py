@@ -213,7 +213,7 @@ def test_serve_refuses_to_listen_on_all_interfaces_without_auth(tmp_path: Path) 
     proc = _serve({}, "--listen", f"0.0.0.0:{free_port()}", "--data-dir", str(tmp_path))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert b"refusing to start: refusing to listen on 0.0.0.0 without authentication" in out
+    assert b"refusing to start: it would listen on 0.0.0.0 without authentication" in out
     assert b"Traceback" not in out
 
 
