@@ -57,6 +57,10 @@ def run_store_verb(verb: str, work: Callable[[], Coroutine[Any, Any, str]]) -> i
     """Run `work`; its result is the line for people. Every failure is one message and exit 2."""
     try:
         done: str = asyncio.run(work())
+    except (EOFError, KeyError, TypeError, IndexError) as exc:  # a damaged or foreign file
+        print(f"escalation-engine {verb}: the file is damaged or not an export ({type(exc).__name__}: {exc})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except (EngineError, OSError, RedisError, ValueError) as exc:
         message = str(exc) or type(exc).__name__
         if "already running on data dir" in message:

@@ -133,8 +133,8 @@ class RedisStore(RedisOutbox):
         return in_time_order([TimelineEntry.from_json(r) for r in raw])
 
     async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
-        key = keys.timeline(incident_id)
-        await self._call("append timeline", lambda: self.client.rpush(key, entry.to_json()))
+        pair = [keys.incident(incident_id), keys.timeline(incident_id)]  # one hash slot
+        await self._call("append timeline", lambda: self.scripts["append"](keys=pair, args=[entry.to_json()]))
 
     async def list_incidents(self, limit: int) -> list[Incident]:
         """The newest `limit` incidents across all shards."""

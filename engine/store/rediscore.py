@@ -26,7 +26,7 @@ from engine.errors import NotReplicatedError, StoreError
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
-SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done")
+SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append")
 Arg = str | int | bytes
 log = structlog.get_logger(__name__)
 # a node that no longer owns the slot, or is gone: the cluster client's own routing refreshes the map

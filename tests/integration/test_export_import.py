@@ -289,3 +289,14 @@ async def test_a_stopped_engines_data_dir_moves_to_a_cluster_and_back(
     assert await cli("import", "--redis-url", redis_cluster_url, str(from_dir)) == 0
     assert await cli("export", "--redis-url", redis_cluster_url, "-o", str(from_cluster)) == 0
     assert records(exported) == records(from_dir) == records(from_cluster)
+
+
+async def test_a_truncated_gzip_export_is_a_message_not_a_traceback(
+    redis_b: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    whole = gzip.compress(b'{"format": "escalation-engine-export"}\n' * 1000)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert await cli("import", "--redis-url", redis_b, str(cut)) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.startswith("escalation-engine import: ")

@@ -22,6 +22,7 @@ from engine.store import keys
 from engine.store.base import OutboxEntry
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
+from engine.timeline import EntryKind, TimelineEntry
 from tests.clock import FakeClock
 from tests.unit.escalation_helpers import POLICIES
 
@@ -205,3 +206,9 @@ async def test_a_stale_timer_is_moved_to_where_the_incident_wants_it(store: Redi
     d = await proc.fire(incident_id, clock.now_ms() - 1000)
     assert not d.changed
     assert await store.client.zscore(timers, incident_id) == inc.timer_ms
+
+
+async def test_a_late_timeline_entry_for_a_gone_incident_leaves_no_key_behind(store: RedisStore) -> None:
+    entry = TimelineEntry(1_800_000_000_000, EntryKind.DELIVERED, "engine", "sent after the incident expired")
+    await store.append_timeline("3-1733100000000-0", entry)
+    assert await store.client.exists(keys.timeline("3-1733100000000-0")) == 0

@@ -1,5 +1,5 @@
 -- Move an outbox entry to the dead letters in one step: ack and delete it, keep it for people
--- (never trimmed: they are the record of pages not delivered), and queue its failover (a
+-- (kept for the retention: they are the record of pages not delivered), and queue its failover (a
 -- person's next contact method) when there is one. Only the replica still holding the entry
 -- acts. Returns the dead letter's id, or false when another replica finished the entry.
 -- KEYS: outbox, dead letters[, failover stream] (one hash slot).
