@@ -130,10 +130,11 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def rss_mb(pid: int | None) -> float | None:
+def rss_mb(pid: int | None, field: str = "VmRSS") -> float | None:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return None
 

@@ -32,7 +32,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bench.e2e import pct
+from bench.e2e import pct, rss_mb
 from bench.ingest import Server, Target, free_port
 from engine.store import keys
 
@@ -159,14 +159,6 @@ async def _until(done: Callable[[], bool], deadline: float) -> None:
         await asyncio.sleep(0.2)
 
 
-def peak_rss_mb(pid: int | None) -> float | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
 async def _pre_incidents(session: aiohttp.ClientSession, base: str, pre: int) -> dict[str, float]:
     """Open the pre-storm incidents; their created times (epoch seconds) by id."""
     async with session.post(
@@ -252,7 +244,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             await health
             fired = await _escalated_at(session, server.base, created)
-            rss = peak_rss_mb(pid)
+            rss = rss_mb(pid, "VmHWM")
             missing = await _missing(server.data_dir, storm.accepted_ids)
         lateness = sorted(1000 * (sinks.level2[i] - (t + args.level2_after)) for i, t in created.items()
                           if i in sinks.level2)  # fmt: skip

@@ -19,6 +19,7 @@ import email.policy
 import random
 import re
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -104,43 +105,59 @@ def _lane_in_path(path: str) -> int:
     return int(found.group(1)) if found else -1
 
 
-class PagerDuty(PagerDutySink):
+class Late(ABC):
+    """What every HTTP receiver here does around the stand-in's own answer: hold it back, count
+    the request, count a refusal, and turn an accepted request into what it delivered."""
+
+    rec: "Recorder"
+    channel = ""
+
+    def _next(self, default: Reply) -> Reply:
+        return self.rec.delayed(super()._next(default))  # type: ignore[misc]
+
+    async def _answer(self, request: Recorded) -> Reply:
+        at = self.rec.request(self.channel)
+        reply: Reply = await super()._answer(request)  # type: ignore[misc]
+        if _ok(reply) and self.readable(request):
+            self.delivered(at, request, reply)
+        else:
+            self.rec.refused[self.channel] += 1
+        return reply
+
+    def readable(self, request: Recorded) -> bool:
+        return True
+
+    @abstractmethod
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None: ...
+
+
+class PagerDuty(Late, PagerDutySink):
+    channel = "pagerduty"
+
     def __init__(self, rec: Recorder) -> None:
         super().__init__()
         self.rec = rec
 
-    def _next(self, default: Reply) -> Reply:
-        return self.rec.delayed(super()._next(default))
-
-    async def _answer(self, request: Recorded) -> Reply:
-        at = self.rec.request("pagerduty")
-        reply = await super()._answer(request)
-        if not _ok(reply):
-            self.rec.refused["pagerduty"] += 1
-            return reply
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None:
         event: dict[str, Any] = request.json
         lane = int(str(event["routing_key"])[:8]) if str(event["routing_key"])[:8].isdigit() else -1
         action = str(event["event_action"])
         level = int(event["payload"]["custom_details"]["level"]) if action == "trigger" else 0
         seen = Seen(at, "pagerduty", lane, str(event.get("dedup_key")), action, level)
         self.rec.add(seen, "pagerduty", request.body.decode(errors="replace"))
-        return reply
 
 
-class Webhook(WebhookSink):
+class Webhook(Late, WebhookSink):
+    channel = "webhook"
+
     def __init__(self, rec: Recorder, secret: str) -> None:
         super().__init__(secret)
         self.rec = rec
 
-    def _next(self, default: Reply) -> Reply:
-        return self.rec.delayed(super()._next(default))
+    def readable(self, request: Recorded) -> bool:
+        return isinstance(request.json, dict)
 
-    async def _answer(self, request: Recorded) -> Reply:
-        at = self.rec.request("webhook")
-        reply = await super()._answer(request)
-        if not _ok(reply) or not isinstance(request.json, dict):
-            self.rec.refused["webhook"] += 1
-            return reply
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None:
         body = request.json
         action = str(body.get("action"))
         level = int(body.get("level", 0)) if action == "trigger" else 0
@@ -154,50 +171,36 @@ class Webhook(WebhookSink):
             str(body.get("event_id", "")),
         )
         self.rec.add(seen, "webhook", request.body.decode(errors="replace"))
-        return reply
 
 
-class Slack(SlackSink):
+class Slack(Late, SlackSink):
+    channel = "slack"
+
     def __init__(self, rec: Recorder, lanes: int) -> None:
         super().__init__(SLACK_TOKEN)
         self.rec = rec
         # a thread reply names the channel by the id the first post returned
         self.lane_of = {self.channel_id(slack_channel(n)): n for n in range(lanes)}
 
-    def _next(self, default: Reply) -> Reply:
-        return self.rec.delayed(super()._next(default))
-
-    async def _answer(self, request: Recorded) -> Reply:
-        at = self.rec.request("slack")
-        reply = await super()._answer(request)
-        if not _ok(reply):
-            self.rec.refused["slack"] += 1
-            return reply
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None:
         if not request.path.endswith("/chat.postMessage"):
-            return reply  # chat.update: the page edited as part of a later message's delivery
+            return  # chat.update: the page edited as part of a later message's delivery
         body: dict[str, Any] = request.json
         lane = self.lane_of.get(self.channel_id(str(body.get("channel"))), -1)
         self.rec.add(_marked(at, "slack", lane, str(body.get("text"))), "slack", str(body.get("text")))
-        return reply
 
 
-class Telegram(TelegramSink):
+class Telegram(Late, TelegramSink):
+    channel = "telegram"
+
     def __init__(self, rec: Recorder) -> None:
         super().__init__(TELEGRAM_TOKEN)
         self.rec = rec
         self.incident_of: dict[tuple[Any, int], str] = {}  # (chat, message id) -> incident
 
-    def _next(self, default: Reply) -> Reply:
-        return self.rec.delayed(super()._next(default))
-
-    async def _answer(self, request: Recorded) -> Reply:
-        at = self.rec.request("telegram")
-        reply = await super()._answer(request)
-        if not _ok(reply):
-            self.rec.refused["telegram"] += 1
-            return reply
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None:
         if not request.path.endswith("/sendMessage"):
-            return reply  # an edit: part of the delivery of the reply that follows it
+            return  # an edit: part of the delivery of the reply that follows it
         doc: dict[str, Any] = request.json
         chat, text = doc["chat_id"], str(doc["text"])
         lane = chat - telegram_chat(0) if isinstance(chat, int) else -1
@@ -211,27 +214,19 @@ class Telegram(TelegramSink):
             if parent is not None and verb:
                 seen = Seen(at, "telegram", lane, parent, verb, 0)
         self.rec.add(seen, "telegram", text)
-        return reply
 
 
-class Teams(TeamsSink):
+class Teams(Late, TeamsSink):
+    channel = "teams"
+
     def __init__(self, rec: Recorder) -> None:
         super().__init__()
         self.rec = rec
 
-    def _next(self, default: Reply) -> Reply:
-        return self.rec.delayed(super()._next(default))
-
-    async def _answer(self, request: Recorded) -> Reply:
-        at = self.rec.request("teams")
-        reply = await super()._answer(request)
-        if not _ok(reply):
-            self.rec.refused["teams"] += 1
-            return reply
+    def delivered(self, at: float, request: Recorded, reply: Reply) -> None:
         card = request.json["attachments"][0]["content"]
         title = str(card["body"][0].get("text", ""))
         self.rec.add(_marked(at, "teams", _lane_in_path(request.path), title), "teams", title)
-        return reply
 
 
 class SmtpHandler:
