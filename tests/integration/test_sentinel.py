@@ -16,6 +16,7 @@ from engine.errors import NotReplicatedError, StoreError
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.processor import Processor
+from engine.store import keys
 from engine.store.connect import MAX_CONNECTIONS, connect, parse_sentinel
 from engine.store.redis import RedisStore
 from engine.timeline import EntryKind, TimelineEntry
@@ -64,6 +65,7 @@ async def test_the_store_follows_the_master_the_sentinels_promote(
     master, replica, sentinel = topology
     store = RedisStore(await connect(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster"))
     try:
+        await store.client.hset(keys.incident("0-aaaaaaaaaaaa"), "d", "{}")  # a timeline needs its incident
         entry = TimelineEntry(1, EntryKind.OPENED, "test", "before the failover")
         await store.append_timeline("0-aaaaaaaaaaaa", entry)
         master.kill()  # the master dies; the sentinel promotes the replica
