@@ -4,6 +4,7 @@ webhook, and a timeline in time order when delivery outcomes race state changes.
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -304,5 +305,32 @@ async def test_a_webhook_that_fails_leaves_none_of_its_decisions_running(redis_u
         await asyncio.sleep(0.5)
         assert store.commits == tried < 300  # the 503 is the end of that webhook's work
         assert proc._ingest_slots._value == INGEST_SLOTS
+    finally:
+        await store.close()
+
+
+class PeakStore(RedisStore):
+    """Records the most commits in flight at once."""
+
+    in_flight = 0
+    peak = 0
+
+    async def commit(self, *args: Any, **kw: Any) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await super().commit(*args, **kw)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_webhook_of_thousands_of_alerts_is_decided_in_bounded_batches(redis_url: str) -> None:
+    store = PeakStore(await connect(redis_url))
+    try:
+        proc = Processor(store, lambda: POLICIES, FakeClock(), Metrics(CollectorRegistry()))
+        raws = [payload("01-firing-single.json", groupKey=f'{{}}:{{g="{i}"}}') for i in range(2000)]
+        result = await proc.ingest([a for raw in raws for a in parse_payload(raw)[1]])
+        assert result.opened == 2000  # every alert's incident, from one webhook
+        assert 1 < store.peak <= INGEST_SLOTS  # side by side, but never more than the slots at once
     finally:
         await store.close()
