@@ -68,6 +68,7 @@ async def test_the_store_follows_the_master_the_sentinels_promote(
         await store.client.hset(keys.incident("0-aaaaaaaaaaaa"), "d", "{}")  # a timeline needs its incident
         entry = TimelineEntry(1, EntryKind.OPENED, "test", "before the failover")
         await store.append_timeline("0-aaaaaaaaaaaa", entry)
+        await asyncio.to_thread(wait_for_replicas, master.port, 1)  # replication is asynchronous
         master.kill()  # the master dies; the sentinel promotes the replica
         deadline = time.monotonic() + 20
         while sentinel.master_port() != replica.port:
