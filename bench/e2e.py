@@ -178,16 +178,22 @@ async def send_all(
     return sent, response_s, answers
 
 
+async def serve_sink(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve a receiver app on a free loopback port; the caller cleans the runner up."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
 async def measure(rate: int, seconds: float, drain_s: float, services: int = SERVICES) -> dict[str, Any]:
     """Start the sink and the engine, send, wait for the pages (at most drain_s after the last
     answer), stop everything. Returns latency figures in ms."""
     sink = Sink()
     app = web.Application()
     app.router.add_post("/v2/enqueue", sink.enqueue)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sink_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", sink_port).start()
+    runner, sink_port = await serve_sink(app)
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         (workdir / "policies").mkdir()

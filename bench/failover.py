@@ -22,12 +22,9 @@ import asyncio
 import contextlib
 import datetime
 import json
-import shutil
 import signal
 import statistics
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,7 +35,7 @@ import redis
 from redis.crc import key_slot
 
 from bench import report
-from bench.ingest import WEBHOOK, Server, Target, free_port, wait_quiet
+from bench.ingest import WEBHOOK, Server, Target, running, wait_quiet
 from engine.store import keys
 from tests.servers import HOST, RedisCluster, RedisServer, Sentinel, ServerStartError, role, wait_for_replicas
 
@@ -228,21 +225,13 @@ class Cluster:
         self.cluster.close()
 
 
-@contextlib.contextmanager
-def engine(url: str, min_replicas: int) -> Iterator[Server]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+def engine(url: str, min_replicas: int) -> contextlib.AbstractContextManager[Server]:
     env = {
         "ESCALATION_REDIS_URL": url,
         "ESCALATION_REDIS_MIN_REPLICAS": str(min_replicas),
         "ESCALATION_REDIS_MIN_REPLICAS_TIMEOUT_MS": str(WAIT_TIMEOUT_MS),
     }
-    server = Server(Target("engine", "engine", "always"), free_port(), workdir, extra_env=env)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return running(Target("engine failover", "engine", "always"), env)
 
 
 async def lost_ids(base: str, accepted: list[tuple[float, float, list[str]]]) -> set[str]:

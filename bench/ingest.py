@@ -214,9 +214,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(target: Target) -> Iterator[Server]:
+def running(target: Target, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-" + re.sub(r"\W+", "-", target.name) + "-"))
-    server = Server(target, free_port(), workdir)
+    server = Server(target, free_port(), workdir, extra_env=extra_env)
     try:
         server.start()
         yield server

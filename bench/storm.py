@@ -32,7 +32,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bench.e2e import pct, rss_mb
+from bench.e2e import pct, rss_mb, serve_sink
 from bench.ingest import Server, Target, free_port
 from engine.store import keys
 
@@ -207,10 +207,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v2/enqueue", sinks.pagerduty)
     app.router.add_post("/hook", sinks.hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sink_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", sink_port).start()
+    runner, sink_port = await serve_sink(app)
     workdir = Path(tempfile.mkdtemp(prefix="bench-storm-"))
     sink = f"http://127.0.0.1:{sink_port}"
     (workdir / "policies").mkdir()

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -37,14 +38,16 @@ async def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-async def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+async def wait_http(
+    url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None, ssl: SSLContext | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
             try:
-                async with session.get(url) as resp:
+                async with session.get(url, ssl=ssl if ssl is not None else True) as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:

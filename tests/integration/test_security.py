@@ -9,7 +9,6 @@ expired and replayed signed links (test_links, tests/unit/test_links), template 
 refused at load (tests/unit/test_templates), slow and crowding clients (e2e/test_slow_clients).
 """
 
-import asyncio
 import os
 import re
 import socket
@@ -29,7 +28,7 @@ from engine.api.auth import FailedAttempts, client_key, exposure_problem, make_a
 from engine.app import create_app
 from engine.config import Settings
 from engine.notifiers import PagerDutyNotifier
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, wait_http
 from tests.integration.test_api import POLICIES, ROUTING_KEY, TOKEN, EngineTestServer, body
 from tests.sinks import PagerDutySink
 
@@ -276,7 +275,7 @@ async def test_serve_speaks_https_with_a_certificate_and_secrets_stay_out_of_log
     trust = ssl.create_default_context(cafile=str(cert))
     try:
         async with aiohttp.ClientSession() as session:
-            await _until_ready(session, f"https://127.0.0.1:{port}/-/ready", trust, proc)
+            await wait_http(f"https://127.0.0.1:{port}/-/ready", 20, proc, trust)
             auth = {"Authorization": f"Bearer {secret_token}"}
             url = f"https://127.0.0.1:{port}"
             async with session.post(
@@ -301,18 +300,3 @@ async def test_serve_speaks_https_with_a_certificate_and_secrets_stay_out_of_log
     assert '"webhook"' in seen and "engine_started" in seen  # the log really was captured
     for name in ("ESCALATION_AUTH_TOKEN", "SLACK_BOT_TOKEN", "PAGERDUTY_ROUTING_KEY_PLATFORM"):
         assert env[name] not in seen, f"{name}'s value leaked"
-
-
-async def _until_ready(
-    session: aiohttp.ClientSession, url: str, trust: ssl.SSLContext, proc: subprocess.Popen[bytes]
-) -> None:
-    for _ in range(200):
-        assert proc.poll() is None, proc.communicate()[0].decode()
-        try:
-            async with session.get(url, ssl=trust) as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never became ready")
