@@ -1,15 +1,16 @@
 """Every benchmark in one command, against a real redis-server on loopback, bounded in time.
 
-    python -m bench                    # default: ~11 minutes on a 2-core VM (at most 15)
+    python -m bench                    # default: ~12 minutes on a 2-core VM (at most 15)
     python -m bench --quick            # ~2 minutes: shorter runs, fewer incidents
     python -m bench --only e2e timers  # some parts only
     python -m bench --out /tmp/b       # write RESULTS.md and results.json there instead of bench/
 
-Parts: ingest (wrk: the engine vs a bare aiohttp echo; skipped with a note if wrk is missing),
+Parts: ingest (wrk: the engine, on a stripped policy and on the shipped policies/ paging loopback
+receivers, vs a bare aiohttp echo; skipped with a note if wrk is missing),
 timers (lateness, storm, and Redis bytes per open incident), repeats (CPU per webhook), e2e
 (webhook in -> PagerDuty page out). Writes RESULTS.md (tables, machine, versions, date, commit,
-time per part) and results.json (flat keys such as `ingest.mix.c32.ratio_to_ceiling`).
-Every server it starts (engine, echo, embedded redis-server, sink) is stopped when it ends,
+time per part) and results.json (flat keys such as `ingest.shipped.mix.a3.c32.ratio_to_ceiling`).
+Every server it starts (engine, echo, embedded redis-server, sinks) is stopped when it ends,
 fails, or gets Ctrl-C / SIGTERM.
 """
 

@@ -1,8 +1,9 @@
--- wrk script for bench/ingest.py: POSTs the 3-alert Alertmanager fixture.
+-- wrk script for bench/ingest.py: POSTs Alertmanager webhooks built from body templates.
 -- Each request is either a NEW group (fresh groupKey and fingerprints) with probability
 -- BENCH_NEW_SHARE, or a byte-identical repeat of a group this thread already sent (what
 -- Alertmanager does every group_interval). Environment:
---   BENCH_TEMPLATE   body with @G@ (groupKey tag) and @F0@ @F1@ @F2@ (fingerprints)
+--   BENCH_TEMPLATE   one body template per line, with @G@ (the group) and @F0@ @F1@ ... (one
+--                    fingerprint per alert); group n is sent with line (n mod lines) + 1
 --   BENCH_RUN        integer < 2^24, unique per wrk run, so "new" groups are new to the engine
 --   BENCH_NEW_SHARE  0..1 (1 = every request opens new incidents)
 -- done() prints one line: BENCH {json}.
@@ -16,21 +17,26 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-function init(args)
-  local f = assert(io.open(os.getenv("BENCH_TEMPLATE"), "r"))
-  local template = f:read("*a")
-  f:close()
-  -- split once at the placeholders: concatenating is much cheaper for wrk than gsub per request
-  parts, names = {}, {}
+-- split a template once at its placeholders: concatenating is much cheaper for wrk than gsub
+local function parse(template)
+  local t = {parts = {}, names = {}}
   local pos = 1
   while true do
-    local s, e, name = template:find("@([GF]%d?)@", pos)
+    local s, e, name = template:find("@([GF]%d*)@", pos)
     if not s then break end
-    parts[#parts + 1] = template:sub(pos, s - 1)
-    names[#names + 1] = name
+    t.parts[#t.parts + 1] = template:sub(pos, s - 1)
+    t.names[#t.names + 1] = name
     pos = e + 1
   end
-  tail = template:sub(pos)
+  t.tail = template:sub(pos)
+  return t
+end
+
+function init(args)
+  templates = {}
+  for line in io.lines(os.getenv("BENCH_TEMPLATE")) do
+    if #line > 0 then templates[#templates + 1] = parse(line) end
+  end
   run = tonumber(os.getenv("BENCH_RUN"))
   new_share = tonumber(os.getenv("BENCH_NEW_SHARE"))
   math.randomseed(run * 64 + tid)
@@ -41,18 +47,22 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
 end
 
+local function value(name, n)
+  if name == "G" then
+    return string.format("%06x-%x-%x", run, tid, n)
+  end
+  -- 16 lowercase hex digits, as the payload schema requires: run(6) tid(1) alert(2) group(7)
+  return string.format("%06x%x%02x%07x", run, tid % 16, tonumber(name:sub(2)), n % 268435456)
+end
+
 local function body(n)
-  local values = {G = string.format("%06x-%x-%x", run, tid, n)}
-  for i = 0, 2 do
-    -- 16 lowercase hex digits, as the payload schema requires: run(6) tid(1) alert(1) group(8)
-    values["F" .. i] = string.format("%06x%x%x%08x", run, tid % 16, i, n)
-  end
+  local t = templates[(n % #templates) + 1]
   local out = {}
-  for k = 1, #parts do
-    out[#out + 1] = parts[k]
-    out[#out + 1] = values[names[k]]
+  for k = 1, #t.parts do
+    out[#out + 1] = t.parts[k]
+    out[#out + 1] = value(t.names[k], n)
   end
-  out[#out + 1] = tail
+  out[#out + 1] = t.tail
   return table.concat(out)
 end
 

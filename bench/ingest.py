@@ -32,7 +32,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # `python bench/ingest.py` runs without the bench package on the path
+    from bench.sinks import SinkProcess
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -46,7 +49,12 @@ COUNTERS = (
     "escalation_duplicate_alerts_total",
     "escalation_incidents_opened_total",
     "escalation_commit_conflicts_total",
+    "escalation_notifications_total",  # send attempts, every outcome
+    "escalation_notifications_deferred_total",  # held back by a rate limit or an open breaker
+    "escalation_dead_letters_total",
 )
+SENT = "escalation_notifications_sent"  # derived: attempts with outcome="success"
+GAUGES = ("escalation_outbox_depth",)  # its value at the end of the window, not a difference
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Result:
     errors: dict[str, int]
     cpu: dict[str, float] = field(default_factory=dict)  # cores used over the run, per process
     engine: dict[str, float] = field(default_factory=dict)  # engine counter deltas over the run
+    sinks: dict[str, float] = field(default_factory=dict)  # receivers' count deltas over the run
 
 
 def free_port() -> int:
@@ -214,9 +223,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(target: Target, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def running(
+    target: Target, extra_env: dict[str, str] | None = None, policies: Path | None = None
+) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-" + re.sub(r"\W+", "-", target.name) + "-"))
-    server = Server(target, free_port(), workdir, extra_env=extra_env)
+    server = Server(target, free_port(), workdir, policies, extra_env)
     try:
         server.start()
         yield server
@@ -243,45 +254,41 @@ def wrk(url: str, seconds: int, connections: int, new_share: float, template: Pa
 def counters(base: str) -> dict[str, float]:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as r:  # noqa: S310 - http://127.0.0.1
         text = r.read().decode()
-    total = dict.fromkeys(COUNTERS, 0.0)
+    total = dict.fromkeys((*COUNTERS, SENT, *GAUGES), 0.0)
     for line in text.splitlines():
         name = line.split("{")[0].split(" ")[0]
         if name in total:
             total[name] += float(line.rsplit(" ", 1)[1])
+            if name == "escalation_notifications_total" and 'outcome="success"' in line:
+                total[SENT] += float(line.rsplit(" ", 1)[1])
     return total
 
 
 def measure(
-    server: Server, mix: str, args: argparse.Namespace, template: Path, profile: Path | None
+    server: Server,
+    mix: str,
+    args: argparse.Namespace,
+    template: Path,
+    profile: Path | None,
+    sinks: "SinkProcess | None" = None,
 ) -> Result:
+    """wrk's warm-up, then its measured window; with `sinks`, what the receivers got in the window."""
     url = server.base + WEBHOOK
     share = 1.0 if mix == "new" else args.new_share
     wrk(url, args.warmup, args.connections, share, template)
     pids = {"server": server.proc.pid if server.proc else None, "redis": server.redis_pid}
+    if sinks is not None:
+        pids["sinks"] = sinks.pid
     before_cpu = {k: cpu_seconds(p) for k, p in pids.items()}
     before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_all = busy_cores_total()
     before = counters(server.base) if server.target.kind == "engine" else {}
+    before_sinks = sinks.counts() if sinks is not None else {}
     spy = None
     if profile is not None and pids["server"] is not None:
-        spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(pids["server"]),
-                "--duration",
-                str(args.duration),
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--output",
-                str(profile),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        cmd = ["py-spy", "record", "--pid", str(pids["server"]), "--duration", str(args.duration),
+               "--rate", "200", "--format", "raw", "--output", str(profile)]  # fmt: skip
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.monotonic()
     w = wrk(url, args.duration, args.connections, share, template)
     elapsed = time.monotonic() - started
@@ -296,10 +303,11 @@ def measure(
     # charged to ours
     machine = (after_all[0] - before_all[0]) / (after_all[1] - before_all[1])
     cpu["others"] = round(machine - sum(cpu.values()), 2)
+    got = {k: v - before_sinks.get(k, 0) for k, v in sinks.counts().items()} if sinks is not None else {}
     engine = {}
     if before:
         after = counters(server.base)
-        engine = {k.removeprefix("escalation_"): after[k] - before[k] for k in COUNTERS}
+        engine = {k.removeprefix("escalation_"): after[k] - (k not in GAUGES) * before[k] for k in after}
     lat = w["latency_us"]
     return Result(
         target=server.target.name,
@@ -313,55 +321,8 @@ def measure(
         errors=w["errors"],
         cpu=cpu,
         engine=engine,
+        sinks=got,
     )
-
-
-def _frame(text: str) -> str:
-    """`handler (/path/engine/api/handlers.py:38)` -> `handler (handlers.py)`."""
-    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", text)
-    return f"{m[1]} ({Path(m[2]).name})" if m else text
-
-
-# (substring of a sampled stack, category): the first that matches names where a sample's time went
-CATEGORIES = (
-    ("Redis.execute_command", "redis-py client"),
-    ("Pipeline.execute", "redis-py client"),
-    ("AsyncScript.__call__", "redis-py client"),
-    ("Incident.to_json", "Incident.to_json"),
-    ("Incident.from_json", "Incident.from_json"),
-    ("engine/escalation.py", "decide"),
-    ("deepcopy", "copy.deepcopy"),
-    ("parse_payload", "pydantic payload validation"),
-    ("engine/messages.py", "build_message"),
-)
-
-
-def profile_summary(raw: Path, n: int = 10) -> dict[str, list[tuple[str, float]]]:
-    """py-spy raw (collapsed) stacks of the event loop thread -> top functions by self time, and
-    the share of samples per (task, activity): webhook handler / delivery / other x CATEGORIES."""
-    own: dict[str, int] = {}
-    where: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or stack.startswith("Thread._bootstrap"):  # asyncio's child watcher, blocked in waitpid
-            continue
-        c = int(count)
-        total += c
-        frames = [_frame(f) for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + c
-        # decisions may run as gather() tasks, whose stacks start at the event loop, not the handler
-        task = ("delivery" if any(f.startswith("Delivery.") for f in frames)
-                else "scheduler" if any(f.startswith("Scheduler.") for f in frames)
-                else "webhook" if any(f.startswith(("alertmanager (", "Processor.")) for f in frames)
-                else "aiohttp/asyncio outside handlers")  # fmt: skip
-        activity = next((name for key, name in CATEGORIES if key in stack), "rest")
-        where[f"{task}: {activity}"] = where.get(f"{task}: {activity}", 0) + c
-
-    def top(d: dict[str, int], k: int) -> list[tuple[str, float]]:
-        return [(f, round(100 * d[f] / total, 1)) for f in sorted(d, key=lambda f: d[f], reverse=True)[:k]]
-
-    return {"self": top(own, n), "breakdown": top(where, 3 * n)}
 
 
 def table(results: list[Result]) -> str:
@@ -425,6 +386,9 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, _exit_once)
     signal.signal(signal.SIGINT, _exit_once)
+    sys.path.insert(0, str(ROOT))  # run as a script: bench/ is the path, not the repository
+    from bench.spy import profile_summary
+
     targets = [
         Target("echo", "echo"),
         Target("engine fsync=always", "engine", "always"),

@@ -1,26 +1,22 @@
 """The parts of `python -m bench`: sizes per mode, and each part run through the existing scripts'
-functions, its figures returned as flat, self-explaining keys (`ingest.mix.c32.webhooks_per_s`)."""
+functions, its figures returned as flat, self-explaining keys (`ingest.shipped.mix.a3.c32.webhooks_per_s`)."""
 
 import argparse
 import asyncio
-import json
 import re
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench import e2e, ingest, repeats, timers
+from bench import e2e, ingest_matrix, repeats, timers
+from bench.ingest_matrix import Cell
 from engine.logs import configure_logging
 
 Progress = Callable[[str], None]
 Flat = dict[str, float | int | str | bool]
-
-ALERTS_PER_WEBHOOK = len(json.loads(ingest.FIXTURE.read_text())["alerts"])
 
 
 @dataclass(frozen=True)
@@ -28,9 +24,11 @@ class Plan:
     """How big every part is in one mode."""
 
     mode: str  # default | quick | smoke
-    ingest_runs: tuple[tuple[str, int], ...]  # (mix, connections): echo and engine for each
+    ingest_cells: tuple[Cell, ...]  # (policy, mix, alerts per webhook, connections)
     ingest_warmup_s: int
     ingest_duration_s: int
+    ingest_echo_warmup_s: int
+    ingest_echo_duration_s: int
     timer_runs: tuple[tuple[int, float, str], ...]  # (open incidents, due across s, "rate" | "storm")
     timer_lead_s: float
     timer_max_wait_s: float
@@ -40,14 +38,32 @@ class Plan:
     e2e_seconds: float
     e2e_drain_s: float
     quiet_wait_s: float  # before each ingest run, wait this long at most for an idle machine
+    ingest_quiet_budget_s: float  # and this long at most over all of them
 
 
 PLANS = {
     "default": Plan(
         mode="default",
-        ingest_runs=(("new", 32), ("mix", 32), ("mix", 1), ("mix", 128)),
+        # each of payload 1/3/20, connections 1/32/128 and new/mix on both policies, the shipped
+        # mix at 3 alerts and 32 connections (the headline) first; not the whole cross product
+        ingest_cells=(
+            Cell("shipped", "mix", 3, 32),
+            Cell("stripped", "mix", 3, 32),
+            Cell("shipped", "new", 3, 32),
+            Cell("stripped", "new", 3, 32),
+            Cell("shipped", "mix", 1, 32),
+            Cell("stripped", "new", 1, 32),
+            Cell("shipped", "mix", 20, 32),
+            Cell("stripped", "mix", 20, 32),
+            Cell("shipped", "mix", 3, 1),
+            Cell("stripped", "mix", 3, 1),
+            Cell("shipped", "mix", 3, 128),
+            Cell("stripped", "mix", 3, 128),
+        ),
         ingest_warmup_s=3,
-        ingest_duration_s=15,
+        ingest_duration_s=10,
+        ingest_echo_warmup_s=1,
+        ingest_echo_duration_s=4,
         timer_runs=((1_000, 2, "rate"), (10_000, 20, "rate"), (100_000, 200, "rate"), (100_000, 10, "storm")),
         timer_lead_s=3,
         timer_max_wait_s=60,
@@ -57,12 +73,19 @@ PLANS = {
         e2e_seconds=20,
         e2e_drain_s=15,
         quiet_wait_s=15,
+        ingest_quiet_budget_s=40,
     ),
     "quick": Plan(
         mode="quick",
-        ingest_runs=(("new", 32), ("mix", 32)),
+        ingest_cells=(
+            Cell("shipped", "mix", 3, 32),
+            Cell("stripped", "mix", 3, 32),
+            Cell("stripped", "new", 3, 32),
+        ),
         ingest_warmup_s=2,
-        ingest_duration_s=8,
+        ingest_duration_s=6,
+        ingest_echo_warmup_s=1,
+        ingest_echo_duration_s=3,
         timer_runs=((5_000, 10, "rate"), (10_000, 1, "storm")),
         timer_lead_s=2,
         timer_max_wait_s=15,
@@ -72,12 +95,15 @@ PLANS = {
         e2e_seconds=10,
         e2e_drain_s=10,
         quiet_wait_s=5,
+        ingest_quiet_budget_s=8,
     ),
     "smoke": Plan(
         mode="smoke",
-        ingest_runs=(("mix", 8),),
+        ingest_cells=(Cell("stripped", "mix", 3, 8), Cell("shipped", "mix", 3, 8)),
         ingest_warmup_s=1,
         ingest_duration_s=2,
+        ingest_echo_warmup_s=1,
+        ingest_echo_duration_s=1,
         timer_runs=((300, 1, "rate"), (1_000, 0.5, "storm")),
         timer_lead_s=1,
         timer_max_wait_s=10,
@@ -87,6 +113,7 @@ PLANS = {
         e2e_seconds=2,
         e2e_drain_s=10,
         quiet_wait_s=0,
+        ingest_quiet_budget_s=0,
     ),
 }
 
@@ -101,7 +128,7 @@ def _reinstall(handler: Any) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-# ---- ingest: wrk against the bare echo (the ceiling) and the engine on bench/policies/ingest ----
+# ---- ingest: wrk against the bare echo (the ceiling) and the engine (bench/ingest_matrix.py) ----
 
 
 def ingest_available() -> str | None:
@@ -110,66 +137,16 @@ def ingest_available() -> str | None:
 
 
 def run_ingest(plan: Plan, progress: Progress) -> Flat:
-    flat: Flat = {}
-    echo = ingest.Target("echo", "echo")
-    engine = ingest.Target("engine fsync=always", "engine", "always")
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        template = Path(tmp) / "body.json"
-        ingest.write_template(template)
-        for mix, conns in plan.ingest_runs:
-            args = argparse.Namespace(
-                warmup=plan.ingest_warmup_s,
-                duration=plan.ingest_duration_s,
-                connections=conns,
-                new_share=0.2,
-            )
-            pre = f"ingest.{mix}.c{conns}"
-            rates: dict[str, float] = {}
-            for target in (echo, engine):
-                if plan.quiet_wait_s > 0:
-                    ingest.wait_quiet(plan.quiet_wait_s)
-                with ingest.running(target) as server:
-                    r = ingest.measure(server, mix, args, template, None)
-                rates[target.kind] = r.rps
-                socket_errors = sum(r.errors.values()) - r.errors["status"]
-                progress(
-                    f"ingest {target.name:20} {mix:3} c{conns:<3} {r.rps:8,.0f} webhooks/s  "
-                    f"p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:6.1f} ms  non-2xx {r.errors['status']}"
-                )
-                if target.kind == "echo":
-                    flat |= {
-                        f"{pre}.ceiling_webhooks_per_s": r.rps,
-                        f"{pre}.ceiling_p99_ms": r.p99_ms,
-                        f"{pre}.ceiling_cpu_cores": r.cpu.get("server", 0.0),
-                    }
-                    continue
-                alerts = r.engine.get("alerts_received_total", 0.0)
-                flat |= {
-                    f"{pre}.webhooks_per_s": r.rps,
-                    f"{pre}.alerts_per_s": round(r.rps * ALERTS_PER_WEBHOOK, 1),
-                    f"{pre}.p50_ms": r.p50_ms,
-                    f"{pre}.p99_ms": r.p99_ms,
-                    f"{pre}.max_ms": r.max_ms,
-                    f"{pre}.non_2xx": r.errors["status"],
-                    f"{pre}.socket_errors": socket_errors,
-                    f"{pre}.engine_cpu_cores": r.cpu.get("server", 0.0),
-                    f"{pre}.redis_cpu_cores": r.cpu.get("redis", 0.0),
-                    f"{pre}.others_cpu_cores": r.cpu.get("others", 0.0),
-                    f"{pre}.commit_conflicts": int(r.engine.get("commit_conflicts_total", 0)),
-                    f"{pre}.duplicate_alert_share": round(
-                        r.engine.get("duplicate_alerts_total", 0.0) / alerts, 3
-                    )
-                    if alerts
-                    else 0.0,
-                }
-            if rates.get("echo"):
-                flat[f"{pre}.ratio_to_ceiling"] = round(rates["engine"] / rates["echo"], 4)
-    flat |= {
-        "ingest.warmup_s": plan.ingest_warmup_s,
-        "ingest.measured_s": plan.ingest_duration_s,
-        "ingest.alerts_per_webhook": ALERTS_PER_WEBHOOK,
-    }
-    return flat
+    sizes = ingest_matrix.Sizes(
+        plan.ingest_cells,
+        plan.ingest_warmup_s,
+        plan.ingest_duration_s,
+        plan.ingest_echo_warmup_s,
+        plan.ingest_echo_duration_s,
+        plan.quiet_wait_s,
+        plan.ingest_quiet_budget_s,
+    )
+    return ingest_matrix.run(sizes, progress)
 
 
 # ---- timers (and Redis memory per open incident): bench/timers.py's run() in this process ----

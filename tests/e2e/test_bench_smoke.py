@@ -80,14 +80,42 @@ def test_smoke_run_reports_every_part(tmp_path: Path) -> None:
 
     # ingest needs wrk: measured against the echo, or skipped with a note
     if shutil.which("wrk"):
-        ratios = keys_matching(results, r"ingest\.\w+\.c\d+\.ratio_to_ceiling")
-        assert ratios
-        for key in ratios:
-            run_prefix = key.removesuffix(".ratio_to_ceiling")
-            assert results[run_prefix + ".webhooks_per_s"] > 0
-            assert results[run_prefix + ".non_2xx"] == 0
-            assert 0 < results[key] < 1
+        check_ingest(results, markdown)
     else:
         assert "wrk" in results["meta.skipped.ingest"]
         assert not keys_matching(results, r"ingest\..*")
         assert "ingest skipped" in markdown
+
+
+def check_ingest(results: dict[str, Any], markdown: str) -> None:
+    """Every cell against its echo; the shipped policies' pages arrived at the receivers, unrefused."""
+    cell_ratio = r"ingest\.(stripped|shipped)\.(new|mix)\.a\d+\.c\d+\.ratio_to_ceiling"
+    cells = [k.removesuffix(".ratio_to_ceiling") for k in keys_matching(results, cell_ratio)]
+    assert {c.split(".")[1] for c in cells} == {"stripped", "shipped"}
+    for cell in cells:
+        alerts = int(cell.split(".")[3][1:])
+        rate = results[cell + ".webhooks_per_s"]
+        assert rate > 0
+        assert results[cell + ".alerts_per_s"] == pytest.approx(rate * alerts, rel=0.01)
+        assert 0 < results[cell + ".p50_ms"] <= results[cell + ".p99_ms"]
+        assert results[cell + ".non_2xx"] == 0
+        assert results[cell + ".ceiling_webhooks_per_s"] > 0
+        assert 0 < results[cell + ".ratio_to_ceiling"] < 1
+        assert results[cell + ".incidents_opened"] > 0
+    for cell in (c for c in cells if ".shipped." in c):
+        assert results[cell + ".sink_requests"] > 0, "no page reached the receivers"
+        assert results[cell + ".sink_refused"] == 0, "a receiver refused a delivery as malformed"
+        assert results[cell + ".sink.email_requests"] > 0
+        assert results[cell + ".notifications_sent"] > 0
+    for cell in (c for c in cells if ".stripped." in c):
+        assert cell + ".sink_requests" not in results  # no page leaves the stripped policy
+
+    # the names from before the matrix: the stripped 3-alert cells under ingest.<mix>.c<N>
+    aliases = keys_matching(results, r"ingest\.(new|mix)\.c\d+\.ratio_to_ceiling")
+    assert aliases
+    for key in aliases:
+        _, mix, conns, _ = key.split(".")
+        assert results[key] == results[f"ingest.stripped.{mix}.a3.{conns}.ratio_to_ceiling"]
+        assert results[key.replace("ratio_to_ceiling", "webhooks_per_s")] > 0
+    assert "sink deliveries" in markdown
+    assert "ingest.shipped.mix.a3." in markdown
