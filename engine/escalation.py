@@ -20,7 +20,7 @@ from engine.events import (
     TimerFired,
     Unacknowledge,
 )
-from engine.incident import AlertState, Incident, Status
+from engine.incident import AlertState, FiringKey, Incident, Status
 from engine.policy.calendars import Calendar, next_open
 from engine.policy.durations import format_duration_ms
 from engine.policy.maintenance import window_for
@@ -285,13 +285,11 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
         # only repeats: nothing to rewrite; the store bumps the incident's counter by d.duplicates
         return Decision(inc, duplicates=d.duplicates)
     top = _top_alert(inc, policies)
-    if top is not None and policies.severity_rank(top.severity) < policies.severity_rank(old_severity):
-        d.effects.append(
-            Note(K.SEVERITY_RAISED, f"Severity raised {old_severity} → {top.severity}", ALERTMANAGER)
-        )
-        inc.severity, inc.policy, inc.rule = top.severity, top.policy, top.rule
+    if top is not None and policies.severity_rank(top[0]) < policies.severity_rank(old_severity):
+        d.effects.append(Note(K.SEVERITY_RAISED, f"Severity raised {old_severity} → {top[0]}", ALERTMANAGER))
+        inc.severity, inc.policy, inc.rule = top
         _trigger_from(inc, d, ladder_of(inc, policies, now), 0, now)  # re-page from the first level
-    if not inc.firing():
+    if not inc.firing_count():
         _resolve(inc, d, ALERTMANAGER, "All alerts resolved", now)
     _sync_timer(inc, d, ladder_of(inc, policies, now), old_timer)
     return d
@@ -311,7 +309,7 @@ def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
         d.effects.append(Note(K.ALERT_JOINED, f"{name} ({a.fingerprint}) joined, firing", ALERTMANAGER))
     else:
         d.effects.append(Note(K.ALERT_REFIRED, f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
-    inc.alerts[a.fingerprint] = _alert_state(ra)
+    inc.set_alert(_alert_state(ra))
     d.changed = True
 
 
@@ -342,9 +340,11 @@ def _alert_state(ra: RoutedAlert) -> AlertState:
     )
 
 
-def _top_alert(inc: Incident, policies: PolicySet) -> AlertState | None:
-    firing = inc.firing()
-    return min(firing, key=lambda a: policies.severity_rank(a.severity)) if firing else None
+def _top_alert(inc: Incident, policies: PolicySet) -> FiringKey | None:
+    """(severity, policy, rule) of the highest firing severity, from the aggregate: the alerts
+    a webhook did not name are not read (on a tie, the one counted first)."""
+    counts = inc.counts()
+    return min(counts, key=lambda k: policies.severity_rank(k[0])) if counts else None
 
 
 def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policies: PolicySet) -> Decision:
@@ -373,9 +373,10 @@ def _maybe_open(previous: Incident | None, ev: AlertsReceived, now: int, policie
         created_ms=now,
         anchor_ms=now,
         group_key=top.alert.group_key,
-        alerts={ra.alert.fingerprint: _alert_state(ra) for ra in fresh},
         opened_by=ev.opened_by,
     )
+    for ra in fresh:
+        inc.set_alert(_alert_state(ra))
     if ev.title:
         inc.title = ev.title
     d = Decision(inc, changed=True, opened=True, duplicates=dups)

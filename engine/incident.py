@@ -1,12 +1,17 @@
 """The incident record and its (de)serialisation; the rules that change it live in escalation.py."""
 
 import copy
-import json
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from engine.alerts import AlertStatus
+
+# (severity, policy, rule) of firing alerts -> how many: the incident's aggregate, kept beside
+# the alerts so a webhook that touches k of N alerts decides without reading the other N - k
+FiringKey = tuple[str, str, str]
 
 
 class Status(StrEnum):
@@ -31,6 +36,21 @@ class AlertState:
     policy: str = ""
     rule: str = ""
 
+    @property
+    def firing_key(self) -> FiringKey:
+        return (self.severity, self.policy, self.rule)
+
+    def to_json(self) -> bytes:
+        """Stored in its own hash field named after the fingerprint (so not repeated inside)."""
+        return orjson.dumps({n: getattr(self, n) for n in _ALERT_FIELDS})
+
+    @classmethod
+    def from_json(cls, fingerprint: str, text: str | bytes) -> "AlertState":
+        raw: dict[str, Any] = orjson.loads(text)
+        raw["status"] = AlertStatus(raw["status"])
+        raw["fingerprint"] = fingerprint
+        return cls(**raw)
+
 
 @dataclass(slots=True)
 class Incident:
@@ -53,7 +73,11 @@ class Incident:
     resolved_by: str | None = None
     resolved_ms: int | None = None
     group_key: str = ""
+    # the alerts read with it: all of them (store.load), or only those a webhook names
+    # (store.load_by_key); decide() reads the others' state from `firing_by` and `alert_total`
     alerts: dict[str, AlertState] = field(default_factory=dict)
+    firing_by: dict[FiringKey, int] | None = None  # None: not kept yet, counted from `alerts`
+    alert_total: int | None = None  # every alert it ever held (None: len(alerts))
     paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
     held: list[list[int]] = field(default_factory=list)  # [release_ms, step]: pages waiting for a calendar
     # status updates, in order: {"n": 1, "status": "investigating", "text": ..., "by": ..., "at_ms": ...}
@@ -71,40 +95,97 @@ class Incident:
 
     duplicates: int = 0  # repeats seen; kept by the store as a counter beside the record, not in it
     version: int = 0  # compare-and-set guard, bumped by the store on each commit
+    alerts_inline: bool = False  # read from a record of before per-alert fields: rewrite them all
 
     @property
     def is_open(self) -> bool:
         return self.status is not Status.RESOLVED
 
     def firing(self) -> list[AlertState]:
+        """The firing alerts among those read (all of them after store.load)."""
         return [a for a in self.alerts.values() if a.status is AlertStatus.FIRING]
+
+    def counts(self) -> dict[FiringKey, int]:
+        """The firing aggregate, counted from the alerts when it is not kept yet."""
+        if self.firing_by is None:
+            self.firing_by = {}
+            for a in self.firing():
+                self.firing_by[a.firing_key] = self.firing_by.get(a.firing_key, 0) + 1
+        if self.alert_total is None:
+            self.alert_total = len(self.alerts)
+        return self.firing_by
+
+    def firing_count(self) -> int:
+        return sum(self.counts().values())
+
+    def set_alert(self, state: AlertState) -> None:
+        """Add or replace one alert's state, keeping the aggregate in step."""
+        counts = self.counts()
+        old = self.alerts.get(state.fingerprint)
+        if old is not None and old.status is AlertStatus.FIRING:
+            left = counts[old.firing_key] - 1
+            if left > 0:
+                counts[old.firing_key] = left
+            else:
+                del counts[old.firing_key]
+        elif old is None:
+            self.alert_total = (self.alert_total or 0) + 1
+        if state.status is AlertStatus.FIRING:
+            counts[state.firing_key] = counts.get(state.firing_key, 0) + 1
+        self.alerts[state.fingerprint] = state
 
     def clone(self) -> "Incident":
         """A copy decide() may change: alert states are replaced, never edited, so shallow is enough."""
         other = copy.copy(self)
         other.alerts = dict(self.alerts)
+        other.firing_by = dict(self.counts())
         other.paged = list(self.paged)
         other.held = [list(h) for h in self.held]
         other.updates = list(self.updates)
         return other
 
-    def to_json(self) -> str:
+    def to_json(self) -> bytes:
+        """The record without its alerts (each is stored apart, see AlertState.to_json)."""
         # by hand: dataclasses.asdict deep-copies everything and was half the cost of a commit
         raw = {name: getattr(self, name) for name in _STORED_FIELDS}
-        raw["alerts"] = {fp: {n: getattr(a, n) for n in _ALERT_FIELDS} for fp, a in self.alerts.items()}
-        return json.dumps(raw, separators=(",", ":"))
+        raw["firing_by"] = [[*k, n] for k, n in self.counts().items()]
+        return orjson.dumps(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole record, alerts included (the archive's and the export's shape)."""
+        raw: dict[str, Any] = orjson.loads(self.to_json())
+        raw["alerts"] = {fp: orjson.loads(a.to_json()) for fp, a in self.alerts.items()}
+        return raw
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Incident":
-        raw: dict[str, Any] = json.loads(text)
+    def from_json(cls, text: str | bytes, alerts: dict[str, AlertState] | None = None) -> "Incident":
+        """A record and the alerts read beside it; a record of before per-alert fields holds its
+        alerts inline (all of them): those are taken, and marked to be rewritten apart."""
+        raw: dict[str, Any] = orjson.loads(text)
         raw.pop("version", None)  # written by the first release; the store's own field is the truth
         raw["status"] = Status(raw["status"])
-        raw["alerts"] = {
-            fp: AlertState(**{**a, "status": AlertStatus(a["status"])}) for fp, a in raw["alerts"].items()
-        }
+        inline = raw.pop("alerts", None)
+        if inline is not None:
+            raw["alerts"] = {
+                fp: AlertState(**{**a, "fingerprint": fp, "status": AlertStatus(a["status"])})
+                for fp, a in inline.items()
+            }
+            raw["alerts_inline"] = True
+            raw.pop("firing_by", None)
+            raw.pop("alert_total", None)
+        else:
+            raw["alerts"] = alerts or {}
+            counted = raw.pop("firing_by", None)
+            if counted is not None:
+                raw["firing_by"] = {(s, p, r): n for s, p, r, n in counted}
         return cls(**raw)
 
 
-# the store keeps `version` and `duplicates` beside the record (a repeat bumps a counter, no rewrite)
-_STORED_FIELDS = [f.name for f in fields(Incident) if f.name not in ("version", "duplicates")]
-_ALERT_FIELDS = [f.name for f in fields(AlertState)]
+# the store keeps `version` and `duplicates` beside the record (a repeat bumps a counter, no
+# rewrite) and each alert in a field of its own
+_STORED_FIELDS = [
+    f.name
+    for f in fields(Incident)
+    if f.name not in ("version", "duplicates", "alerts", "alerts_inline", "firing_by")
+]
+_ALERT_FIELDS = [f.name for f in fields(AlertState) if f.name != "fingerprint"]

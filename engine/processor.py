@@ -115,8 +115,9 @@ class Processor:
 
     async def _ingest_key(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Decision:
         shard = keys.shard_of_key(key)
+        fingerprints = [ra.alert.fingerprint for ra in routed]  # only these alerts are read: O(k)
         return await self._run(
-            lambda: self.store.load_by_key(key),
+            lambda: self.store.load_by_key(key, fingerprints),
             lambda: AlertsReceived(tuple(routed), key, keys.new_incident_id(shard)),
             policies,
         )
@@ -155,7 +156,9 @@ class Processor:
         """A due timer: an incident's next step, or a heartbeat's deadline."""
         if (rule := keys.heartbeat_rule(incident_id)) is not None:
             return await self._silent(rule, due_ms)
-        d = await self._run(lambda: self.store.load(incident_id), lambda: TimerFired(due_ms), self.policies())
+        # a timer's decision reads no alert: the record and its aggregate are enough
+        load = partial(self.store.load, incident_id, alerts=False)
+        d = await self._run(load, lambda: TimerFired(due_ms), self.policies())
         if not d.changed:
             # stale, or the incident is gone or closed: make the timers set agree with the incident
             inc = d.incident

@@ -5,7 +5,7 @@ Incidents, timelines and timers here; the outbox in outbox.py; the client and sc
 
 from engine.errors import ConflictError
 from engine.events import Decision, Note
-from engine.incident import Incident
+from engine.incident import AlertState, Incident
 from engine.outbox import OutboxMessage
 from engine.store import keys
 from engine.store.outbox import RedisOutbox
@@ -15,12 +15,43 @@ from engine.timeline import TimelineEntry, in_time_order
 __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 
 
-def _incident(version: bytes | int, data: bytes, duplicates: bytes | int | None) -> Incident:
-    """An incident from its hash fields: version `v`, record `d`, repeats counted `n`."""
-    inc = Incident.from_json(data)
+ALERT = "f:"  # hash field prefix of one alert's state: `f:<fingerprint>`
+
+
+def _incident(
+    version: bytes | int, data: bytes, duplicates: bytes | int | None, alerts: dict[str, AlertState]
+) -> Incident:
+    """An incident from its hash fields: version `v`, record `d`, repeats counted `n`, and the
+    alerts read (`f:<fingerprint>`: all of them, or those a webhook names)."""
+    inc = Incident.from_json(data, alerts)
     inc.version = int(version)
     inc.duplicates += int(duplicates or 0)
     return inc
+
+
+def from_hash(row: dict[bytes, bytes]) -> Incident | None:
+    """An incident from its whole hash (HGETALL), every alert included; None if it is gone."""
+    if b"d" not in row:
+        return None
+    alerts = {}
+    for name, value in row.items():
+        if name.startswith(b"f:"):
+            fp = name[2:].decode()
+            alerts[fp] = AlertState.from_json(fp, value)
+    return _incident(row.get(b"v", 0), row[b"d"], row.get(b"n"), alerts)
+
+
+def changed_alerts(previous: Incident | None, decision: Decision) -> list[str | bytes]:
+    """(field, state) pairs of the alerts a decision changed: states are replaced, never edited,
+    so a changed one is not the object read. A record read with its alerts inline gets all."""
+    inc = decision.incident
+    assert inc is not None
+    before = {} if previous is None or decision.opened or previous.alerts_inline else previous.alerts
+    out: list[str | bytes] = []
+    for fp, state in inc.alerts.items():
+        if before.get(fp) is not state:
+            out += [ALERT + fp, state.to_json()]
+    return out
 
 
 def count_field(inc: Incident | None) -> str:
@@ -36,23 +67,31 @@ class RedisStore(RedisOutbox):
 
     # incidents -----------------------------------------------------------------------------
 
-    async def load(self, incident_id: str) -> Incident | None:
+    async def load(self, incident_id: str, alerts: bool = True) -> Incident | None:
+        """The incident with all its alerts, or (alerts=False) its record and aggregate only."""
         try:
             key = keys.incident(incident_id)
         except ValueError:
             return None
+        if alerts:
+            return from_hash(await self._call("load incident", lambda: self.client.hgetall(key)))
         raw = await self._call("load incident", lambda: self.client.hmget(key, ["v", "d", "n"]))
-        return None if raw[1] is None else _incident(*raw)
+        return None if raw[1] is None else _incident(raw[0], raw[1], raw[2], {})
 
-    async def load_by_key(self, incident_key: str) -> Incident | None:
+    async def load_by_key(self, incident_key: str, fingerprints: list[str] | None = None) -> Incident | None:
+        """The incident a key points at, with only the named alerts (the aggregate covers the rest)."""
         pointer = keys.pointer(incident_key)
-        row = await self._call("load incident by key", lambda: self.scripts["read"](keys=[pointer]))
+        fps = list(dict.fromkeys(fingerprints or ()))
+        fields = [ALERT + fp for fp in fps]
+        read = self.scripts["read"]
+        row = await self._call("load incident by key", lambda: read(keys=[pointer], args=fields))
         if not row:
             return None
         incident_id, version, data, duplicates = bytes(row[0]).decode(), row[1], row[2], row[3]
         inc = None
         if data is not None:
-            inc = _incident(version, data, duplicates)
+            found = {fp: AlertState.from_json(fp, v) for fp, v in zip(fps, row[4:], strict=True) if v}
+            inc = _incident(version, data, duplicates, found)
         else:  # the incident is gone (evicted, deleted): forget the dangling pointer
             ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]
             await self._call(
@@ -96,7 +135,7 @@ class RedisStore(RedisOutbox):
             if isinstance(e, Note)
         ]
         old_field = "" if decision.opened else count_field(previous)
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             expected,
             expected_ptr,
             inc.id,
@@ -112,6 +151,8 @@ class RedisStore(RedisOutbox):
             len(outbox),
             *(m.to_json() for m in outbox),
         ]
+        alerts = changed_alerts(previous, decision)
+        args += [len(alerts) // 2, *alerts]
         ks = [
             keys.incident(inc.id),
             keys.timeline(inc.id),
@@ -149,15 +190,16 @@ class RedisStore(RedisOutbox):
             )[:limit]
             async with self.client.pipeline(transaction=False) as pipe:
                 for _, incident_id in newest:
-                    pipe.hmget(keys.incident(incident_id), ["v", "d", "n"])
+                    pipe.hgetall(keys.incident(incident_id))
                 rows = await pipe.execute()
             out = []
             expired: list[str] = []
-            for (_, incident_id), (v, d, n) in zip(newest, rows, strict=True):
-                if d is None:  # expired after the retention period
+            for (_, incident_id), row in zip(newest, rows, strict=True):
+                inc = from_hash(row)
+                if inc is None:  # expired after the retention period
                     expired.append(incident_id)
                     continue
-                out.append(_incident(v, d, n))
+                out.append(inc)
             for incident_id in expired:
                 await self.client.zrem(keys.index(keys.shard_of_id(incident_id)), incident_id)
             return out

@@ -138,14 +138,19 @@ class Sweeper:
                     row = await self.claim_script(keys=ks, args=[token, now_ms, lease_ms])
             if not row or not row[2]:
                 return None
-            claim, version, record, duplicates, timeline, threads = row
+            claim, version, record, duplicates, timeline, threads, alerts = row
             pairs = [_text(t) for t in threads]
+            stored = [_text(a) for a in alerts]
+            full = json.loads(record)
+            if "alerts" not in full:  # each alert in a field of its own: the line holds them all
+                pairs_ = zip(stored[0::2], stored[1::2], strict=True)
+                full["alerts"] = {f[2:]: json.loads(a) for f, a in pairs_}
             return Claimed(
                 incident_id,
                 _text(claim),
                 int(version),
                 int(duplicates),
-                json.loads(record),
+                full,
                 [json.loads(t) for t in timeline],
                 dict(zip(pairs[0::2], pairs[1::2], strict=True)),
             )

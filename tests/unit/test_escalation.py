@@ -245,8 +245,28 @@ def test_unack_triggers_again() -> None:
 
 
 def test_incident_round_trips_through_json() -> None:
+    """The record and each alert are stored apart: both halves read back to the same incident."""
+    inc = run(opened(), Acknowledge("alice"), T0 + MIN).incident
+    assert inc is not None
+    from engine.incident import AlertState, Incident
+
+    alerts = {fp: AlertState.from_json(fp, a.to_json()) for fp, a in inc.alerts.items()}
+    back = Incident.from_json(inc.to_json(), alerts)
+    assert back == inc
+    assert back.firing_by == {("P0", "crit", "crit-rule"): 1} and back.alert_total == 1
+
+
+def test_a_record_with_its_alerts_inline_reads_whole_and_is_marked_for_rewrite() -> None:
+    """Records written before per-alert fields hold their alerts inside: read them all."""
+    import json
+
     inc = run(opened(), Acknowledge("alice"), T0 + MIN).incident
     assert inc is not None
     from engine.incident import Incident
 
-    assert Incident.from_json(inc.to_json()) == inc
+    old = json.loads(inc.to_json())
+    del old["firing_by"], old["alert_total"]
+    old["alerts"] = {fp: {**json.loads(a.to_json()), "fingerprint": fp} for fp, a in inc.alerts.items()}
+    back = Incident.from_json(json.dumps(old))
+    assert back.alerts == inc.alerts and back.alerts_inline
+    assert back.firing_count() == 1 and back.alert_total == 1

@@ -2,7 +2,8 @@
 -- only if the incident's version (and, when opening, the key's pointer) is what was read.
 -- KEYS: incident, timeline, pointer, timers, outbox, index, counts (all one hash slot)
 -- ARGV: expected_version, expected_pointer, id, json, timer_ms, created_ms,
---       old_count_field, new_count_field, retention_ms, duplicates, n_notes, notes..., n_out, out...
+--       old_count_field, new_count_field, retention_ms, duplicates, n_notes, notes..., n_out, out...,
+--       n_alerts, (alert field, alert state)... -- only the alerts this decision changed
 local expected = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= expected then return 0 end
@@ -29,6 +30,11 @@ for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i + j]) end
 i = i + n + 1
 n = tonumber(ARGV[i])
 for j = 1, n do redis.call('XADD', KEYS[5], '*', 'm', ARGV[i + j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for first = i + 1, i + 2 * n, 1000 do  -- in chunks: unpack() refuses a few thousand values
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, i + 2 * n)))
+end
 local retention = tonumber(ARGV[9])
 if ARGV[8] == '' and retention > 0 then
   -- resolved: keep it (and its key pointer, for late duplicates) for the retention period
