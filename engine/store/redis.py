@@ -74,8 +74,8 @@ class RedisStore(RedisOutbox):
         except ValueError:
             return None
         if alerts:
-            return from_hash(await self._call("load incident", lambda: self.client.hgetall(key)))
-        raw = await self._call("load incident", lambda: self.client.hmget(key, ["v", "d", "n"]))
+            return from_hash(await self.command("load incident", "HGETALL", key))
+        raw = await self.command("load incident", "HMGET", key, "v", "d", "n")
         return None if raw[1] is None else _incident(raw[0], raw[1], raw[2], {})
 
     async def load_by_key(self, incident_key: str, fingerprints: list[str] | None = None) -> Incident | None:

@@ -22,6 +22,7 @@ from redis.exceptions import (
 )
 
 from engine.errors import NotReplicatedError, StoreError
+from engine.store.batch import Batcher, Replicated
 
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
@@ -73,8 +74,15 @@ class RedisCore:
         self.observe = observe  # store latency and errors, for metrics; the store imports none
         self.min_replicas = min_replicas
         self.min_replicas_timeout_ms = min_replicas_timeout_ms
-        self.scripts = {name: client.register_script(_script(name)) for name in SCRIPTS}
+        self.scripts: dict[str, Any] = {name: client.register_script(_script(name)) for name in SCRIPTS}
         self._texts = {name: _script(name) for name in SCRIPTS}
+        # standalone (or the master sentinels name): commands of one loop turn share a pipeline
+        self.batcher: Batcher | None = None
+        if isinstance(client, Redis):
+            self.batcher = Batcher(client, self._texts, {n: s.sha for n, s in self.scripts.items()})
+            if min_replicas > 0:
+                self.batcher.wait = (min_replicas, min_replicas_timeout_ms)
+            self.scripts = {name: _Batched(self.batcher, name) for name in SCRIPTS}
 
     async def _call(self, step: str, fn: Callable[[], Any]) -> Any:
         """Await fn(), turning Redis and socket failures into StoreError naming the step."""
@@ -98,7 +106,22 @@ class RedisCore:
         """Run script `name`; with min_replicas, not done until that many replicas have its write."""
         if self.min_replicas <= 0:
             return await self._call(step, lambda: self.scripts[name](keys=keys, args=args))
+        if self.batcher is not None:
+            batcher = self.batcher
+
+            async def replicated() -> Any:
+                done: Replicated = await batcher.script(name, keys, args, durable=True)
+                return self._enough(step, done.reply, done.acked)
+
+            return await self._run(step, replicated)
         return await self._run(step, lambda: self._replicated(step, name, keys, args))
+
+    async def command(self, step: str, *args: Arg) -> Any:
+        """One command, in the turn's pipeline when there is one."""
+        if self.batcher is not None:
+            batcher = self.batcher
+            return await self._call(step, lambda: batcher.command(*args))
+        return await self._call(step, lambda: self.client.execute_command(*args))
 
     async def _replicated(self, step: str, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         # WAIT counts the replicas that acknowledged this connection's last write, so it must follow
@@ -110,7 +133,11 @@ class RedisCore:
         for reply in (result, acked):
             if isinstance(reply, Exception):
                 raise reply
-        if _wrote(result) and int(acked) < self.min_replicas:
+        return self._enough(step, result, int(acked))
+
+    def _enough(self, step: str, result: Any, acked: int) -> Any:
+        """The reply, if enough replicas acknowledged it (or it wrote nothing)."""
+        if _wrote(result) and acked < self.min_replicas:
             log.warning(
                 "commit_not_replicated",
                 step=step,
@@ -171,3 +198,14 @@ class RedisCore:
         )
         for sentinel in getattr(manager, "sentinels", []):
             await sentinel.aclose()
+
+
+class _Batched:
+    """A script called like redis-py's (keys=, args=), sent in the turn's pipeline."""
+
+    def __init__(self, batcher: Batcher, name: str) -> None:
+        self.batcher, self.name = batcher, name
+        self.sha = batcher.shas[name]
+
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> "asyncio.Future[Any]":
+        return self.batcher.script(self.name, keys, args)

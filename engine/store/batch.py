@@ -1,0 +1,108 @@
+"""Group commit for a standalone Redis: the commands callers issue in the same event-loop turn
+go out as one pipeline on one connection, each caller still awaiting its own reply.
+
+One command through redis-py costs ~80 µs of client CPU (a pool checkout under a lock, packing,
+a write, a read); in a pipeline of 32 it costs ~20 µs. Nothing is answered earlier than before:
+a caller's future is set only from the reply to its own command, which Redis sends after the
+write is applied (and, with appendfsync always, fsynced). With replicas required, one WAIT ends
+each pipeline and covers every write in it (WAIT counts the connection's last write).
+"""
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+Arg = str | int | bytes
+MAX_BATCH = 256  # commands per pipeline: a bigger turn goes out as several pipelines side by side
+
+
+class Replicated:
+    """A reply together with the number of replicas that acknowledged its pipeline's writes."""
+
+    __slots__ = ("acked", "reply")
+
+    def __init__(self, reply: Any, acked: int) -> None:
+        self.reply, self.acked = reply, acked
+
+
+class Batcher:
+    def __init__(self, client: Redis, texts: dict[str, str], shas: dict[str, str]) -> None:
+        self.client = client
+        self.texts = texts
+        self.shas = shas
+        self._pending: list[tuple[list[Arg], str, bool, asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.wait: tuple[int, int] | None = None  # (replicas, timeout ms) to WAIT for, if any
+
+    def command(self, *args: Arg) -> "asyncio.Future[Any]":
+        """Queue one command; the future is its reply (or its error)."""
+        return self._queue(list(args), "", False)
+
+    def script(
+        self, name: str, keys: Sequence[str] = (), args: Sequence[Arg] = (), durable: bool = False
+    ) -> "asyncio.Future[Any]":
+        """Queue a script by its SHA. durable (with `wait` set): its pipeline ends with WAIT, and
+        the future is a Replicated (the reply and the replicas that acknowledged it)."""
+        command: list[Arg] = ["EVALSHA", self.shas[name], len(keys), *keys, *args]
+        return self._queue(command, name, durable and self.wait is not None)
+
+    def _queue(self, command: list[Arg], script: str, durable: bool) -> "asyncio.Future[Any]":
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush_all)
+        self._pending.append((command, script, durable, future))
+        return future
+
+    def _flush_all(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), MAX_BATCH):
+            task = asyncio.ensure_future(self._flush(pending[start : start + MAX_BATCH]))
+            self._flushes.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[list[Arg], str, bool, "asyncio.Future[Any]"]]) -> None:
+        wait = self.wait if any(durable for _, _, durable, _ in batch) else None
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for command, _, _, _ in batch:
+                    pipe.execute_command(*command)
+                if wait is not None:
+                    pipe.execute_command("WAIT", *wait)
+                replies = list(await pipe.execute(raise_on_error=False))
+        except BaseException as exc:  # the connection failed: every caller in it gets the error
+            for _, _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        acked = replies.pop() if wait is not None else None
+        for (command, script, durable, future), reply in zip(batch, replies, strict=True):
+            mine = acked
+            if isinstance(reply, NoScriptError) and script:  # a restarted server: EVAL caches it again
+                reply, mine = await self._eval(script, command, wait if durable else None)
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            elif durable:
+                future.set_result(Replicated(reply, mine if isinstance(mine, int) else 0))
+            else:
+                future.set_result(reply)
+
+    async def _eval(self, script: str, command: list[Arg], wait: tuple[int, int] | None) -> tuple[Any, Any]:
+        """The script by its text, and WAIT on the same connection (WAIT counts that connection's
+        last write), as a pipeline of its own."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVAL", self.texts[script], *command[2:])
+                if wait is not None:
+                    pipe.execute_command("WAIT", *wait)
+                replies = list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            return exc, None
+        return replies[0], (replies[1] if wait is not None else None)

@@ -1,0 +1,94 @@
+"""Group commit on a standalone redis-server: commands issued in one event-loop turn share one
+pipeline, and each caller still gets its own reply or its own error."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.errors import StoreError
+from engine.store.connect import connect
+from engine.store.redis import RedisStore
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(await connect(redis_url))
+    yield s
+    await s.close()
+
+
+def count_pipelines(store: RedisStore) -> list[int]:
+    """How many pipelines the store opened (the list grows by one per pipeline)."""
+    opened: list[int] = []
+    real = store.client.pipeline
+
+    def pipeline(*a: Any, **kw: Any) -> Any:
+        opened.append(1)
+        return real(*a, **kw)
+
+    store.client.pipeline = pipeline  # type: ignore[method-assign]
+    return opened
+
+
+async def test_commands_of_one_turn_share_one_pipeline_and_each_gets_its_reply(store: RedisStore) -> None:
+    for i in range(40):
+        await store.client.hset(f"t:{i}", mapping={"v": i})
+    opened = count_pipelines(store)
+    replies = await asyncio.gather(*(store.command("read", "HGET", f"t:{i}", "v") for i in range(40)))
+    assert [int(r) for r in replies] == list(range(40))
+    assert len(opened) == 1
+
+
+async def test_a_failing_command_fails_only_its_caller(store: RedisStore) -> None:
+    await store.client.set("a-string", "x")
+    await store.client.hset("a-hash", "f", "1")
+    results = await asyncio.gather(
+        store.command("read", "HGET", "a-hash", "f"),
+        store.command("read", "HGET", "a-string", "f"),  # WRONGTYPE
+        return_exceptions=True,
+    )
+    good, bad = results
+    assert good == b"1"
+    assert isinstance(bad, StoreError) and "WRONGTYPE" in str(bad) and str(bad).startswith("read:")
+
+
+async def test_a_script_the_server_forgot_is_sent_again_by_its_text(store: RedisStore) -> None:
+    await store.client.hset("esc:{s0}:inc:0-x", mapping={"v": 1})
+    await store.client.script_flush()
+    replies = await asyncio.gather(
+        *(store.durable("count", "count", ["esc:{s0}:inc:0-x"], [1]) for _ in range(5))
+    )
+    assert replies == [1] * 5
+    assert await store.client.hget("esc:{s0}:inc:0-x", "n") == b"5"
+    assert await store.durable("count", "count", ["esc:{s0}:inc:0-x"], [1]) == 1  # cached again
+
+
+async def test_a_cancelled_caller_leaves_the_others_their_replies(store: RedisStore) -> None:
+    await store.client.set("k", "v")
+    first = asyncio.ensure_future(store.command("read", "GET", "k"))
+    second = asyncio.ensure_future(store.command("read", "GET", "k"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == b"v"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_a_lost_server_fails_every_caller_with_a_store_error() -> None:
+    server = RedisServer().start()
+    s = RedisStore(await connect(server.url))
+    try:
+        await s.command("ping", "PING")
+        server.stop()
+        results = await asyncio.gather(
+            *(s.command("read", "GET", f"k{i}") for i in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreError) for r in results), results
+    finally:
+        await s.close()
+        server.stop()
