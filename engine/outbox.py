@@ -1,8 +1,9 @@
 """The outbox message: one decided notification, written in the step that decided it. Pure."""
 
 import dataclasses
-import json
 from dataclasses import dataclass
+
+import orjson
 
 from engine.events import Action
 from engine.policy.targets import Address
@@ -26,26 +27,31 @@ class OutboxMessage:
     followup: bool = False  # a person's own later step: only while the incident is unacknowledged
     note: str = ""  # an UPDATE's own words (a reassignment, a reminder); "" for a status update
     update: int = 0  # a status update's number: what it says, even when sent after the next one
+    paced: bool = False  # parked for a turn the rate limit reserved: sent when it comes back
 
     def retry(self, address: Address) -> "OutboxMessage":
         """This message again, to the one address that failed, one attempt later."""
-        return dataclasses.replace(self, address=address, attempt=self.attempt + 1)
+        return dataclasses.replace(self, address=address, attempt=self.attempt + 1, paced=False)
 
     def followup_to(self, address: Address) -> "OutboxMessage":
         """A person's own later step (their notification rules), to one address."""
-        return dataclasses.replace(self, address=address, attempt=0, followup=True)
+        return dataclasses.replace(self, address=address, attempt=0, followup=True, paced=False)
 
     def to(self, address: Address) -> "OutboxMessage":
         """This message narrowed to one address, as its channel's queue carries it."""
-        return dataclasses.replace(self, address=address)
+        return dataclasses.replace(self, address=address, paced=False)
+
+    def in_turn(self) -> "OutboxMessage":
+        """This message parked until the turn the rate limit reserved for it: not asked again."""
+        return dataclasses.replace(self, paced=True)
 
     def first_attempt(self) -> "OutboxMessage":
         """This message as a fresh delivery (a re-driven dead letter)."""
-        return dataclasses.replace(self, attempt=0)
+        return dataclasses.replace(self, attempt=0, paced=False)
 
     def again(self) -> "OutboxMessage":
         """This message again, one attempt later (after a failure that names no address)."""
-        return dataclasses.replace(self, attempt=self.attempt + 1)
+        return dataclasses.replace(self, attempt=self.attempt + 1, paced=False)
 
     def to_json(self) -> str:
         # the keys of the first release, so entries pending across an upgrade still parse
@@ -68,11 +74,13 @@ class OutboxMessage:
             raw["note"] = self.note
         if self.update:
             raw["update"] = self.update
-        return json.dumps(raw, sort_keys=True)
+        if self.paced:
+            raw["paced"] = True
+        return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "OutboxMessage":
-        raw = json.loads(text)
+        raw = orjson.loads(text)
         address = (
             Address(str(raw["channel"]), str(raw["address"]), str(raw.get("person", "")))
             if "channel" in raw
@@ -89,4 +97,5 @@ class OutboxMessage:
             followup=bool(raw.get("followup", False)),
             note=str(raw.get("note", "")),
             update=int(raw.get("update", 0)),
+            paced=bool(raw.get("paced", False)),
         )

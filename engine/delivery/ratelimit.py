@@ -50,6 +50,11 @@ class RateLimits:
             b.tokens -= 1.0  # may go below 0: the sends queued behind it wait their turn
         return wait
 
+    def paused(self, channel: str, endpoint: str, now: float) -> bool:
+        """Held by a provider's "retry after" (no turn is reserved while it lasts)."""
+        b = self._buckets.get((channel, endpoint))
+        return b is not None and now < b.paused_until
+
     def pause(self, channel: str, endpoint: str, seconds: float, now: float) -> None:
         """The provider said "retry after": hold every send to this endpoint until then (the
         caller caps `seconds`: a proxy's Retry-After of a day must not silence a channel)."""

@@ -69,11 +69,17 @@ class ChannelWorker(Consumer):
     async def _may_send(self, entry: OutboxEntry, address: Address, endpoint: str) -> bool:
         """The rate limit, then the breaker; False when the entry was parked or handed on instead."""
         s, msg = self.shared, entry.message
-        wait_s = s.limits.wait_s(self.channel, endpoint, s.clock.now_ms() / 1000, s.config.rate_wait_max_s)
+        now_s = s.clock.now_ms() / 1000
+        # its turn is reserved now, even a far one: parked sends then come back one turn apart,
+        # instead of all at the next free turn, one going and the rest parked again (a backlog
+        # of n cost n² moves). A send back from such a park goes without asking again.
+        wait_s = 0.0 if msg.paced else s.limits.wait_s(self.channel, endpoint, now_s)
         if wait_s > 0:
             s.metrics.deferred.labels(self.channel, "rate_limit").inc()
             if wait_s > s.config.rate_wait_max_s:  # its turn is far: park it, the worker moves on
-                await s.store.move(entry, [], [(s.clock.now_ms() + int(wait_s * 1000), msg)])
+                held = s.limits.paused(self.channel, endpoint, now_s)  # a pause reserves no turn
+                later = msg if held else msg.in_turn()
+                await s.store.move(entry, [], [(s.clock.now_ms() + int(wait_s * 1000), later)])
                 return False
             await asyncio.sleep(wait_s)  # its turn is reserved
         now = s.clock.now_ms() / 1000

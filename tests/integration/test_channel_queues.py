@@ -165,3 +165,18 @@ async def test_a_pagerduty_that_hangs_times_out_and_is_retried(redis_url: str) -
             detail = await (await client.get(f"/api/v1/incidents/{incident['id']}")).json()
             texts = [e["text"] for e in detail["timeline"] if e["kind"] == "delivery_retry"]
             assert any("within 0.5s" in text for text in texts), texts
+
+
+async def test_a_slack_backlog_is_paced_one_turn_apart_not_parked_again_and_again(live: Live) -> None:
+    """Slack holds #ops to about one message a second (burst 3): sends whose turn is far are
+    parked until the turn reserved for them, so each is deferred once, and they arrive in turn."""
+    start = time.monotonic()
+    for n in range(8):
+        await live.page(n)
+    await wait_for(lambda: len(live.slack.calls["chat.postMessage"]) == 8, 15)
+    took = time.monotonic() - start
+    deferred = live.registry.get_sample_value(
+        "escalation_notifications_deferred_total", {"channel": "slack", "reason": "rate_limit"}
+    )
+    assert deferred is not None and deferred <= 8  # once each at most (it was dozens)
+    assert took >= 4.0  # the rate held: 3 at once, then about one a second

@@ -86,3 +86,17 @@ def test_a_probe_that_never_reports_is_replaced_after_the_open_time() -> None:
     assert b.allow(30)  # the probe goes out, and is parked or crashes: no outcome recorded
     assert not b.allow(40) and b.retry_in_s(40) == 20
     assert b.allow(60)  # a new probe: the breaker is not stuck half-open
+
+
+def test_a_send_parked_for_its_reserved_turn_keeps_that_only_until_it_goes_on() -> None:
+    from engine.events import Action
+    from engine.outbox import OutboxMessage
+    from engine.policy.targets import Address
+
+    msg = OutboxMessage("0-x", Action.TRIGGER, "slack:#ops", 0, 1, Address("slack", "#ops")).in_turn()
+    assert OutboxMessage.from_json(msg.to_json()).paced  # it survives the parked set
+    assert not msg.retry(Address("slack", "#ops")).paced and not msg.again().paced  # a retry asks again
+    assert not OutboxMessage.from_json(msg.again().to_json()).paced
+    limits = RateLimits({"slack": (1.0, 1.0)})
+    limits.pause("slack", "#ops", 30, now=0)
+    assert limits.paused("slack", "#ops", 1) and not limits.paused("slack", "#ops", 31)
