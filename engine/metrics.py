@@ -6,6 +6,7 @@ ladder levels, store operations, heartbeat rule names. No incident ids, no free 
 """
 
 import platform
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
@@ -205,6 +206,7 @@ class Metrics:
             buckets=STORE_BUCKETS_S,
             registry=registry,
         )
+        self._store_timers: dict[str, Any] = {}
         self.store_errors = Counter(
             "escalation_store_errors_total",
             "Store operations that failed (Redis unreachable or erroring), by operation",
@@ -284,6 +286,9 @@ class Metrics:
 
     def observe_store(self, step: str, seconds: float, ok: bool) -> None:
         operation = operation_label(step)
-        self.store_seconds.labels(operation).observe(seconds)
+        timed = self._store_timers.get(operation)
+        if timed is None:  # labels() hashes and locks on every call: keep each child once
+            timed = self._store_timers[operation] = self.store_seconds.labels(operation)
+        timed.observe(seconds)
         if not ok:
             self.store_errors.labels(operation).inc()

@@ -13,8 +13,8 @@ from engine.processor import Processor
 from engine.store.base import Store
 
 log = structlog.get_logger(__name__)
-BATCH = 200
-CONCURRENCY = 16
+BATCH = 500  # per shard
+CONCURRENCY = 256  # decisions in flight: their reads and commits share pipelines (store.batch)
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 

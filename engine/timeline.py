@@ -1,8 +1,9 @@
 """Typed timeline entries: what the API shows, and what reviews and reports are built from. Pure."""
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
+
+import orjson
 
 
 class EntryKind(StrEnum):
@@ -45,13 +46,12 @@ class TimelineEntry:
     text: str
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"at_ms": self.at_ms, "kind": self.kind.value, "actor": self.actor, "text": self.text}
-        )
+        raw = {"at_ms": self.at_ms, "kind": self.kind.value, "actor": self.actor, "text": self.text}
+        return orjson.dumps(raw).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "TimelineEntry":
-        raw = json.loads(text)
+        raw = orjson.loads(text)
         return cls(int(raw["at_ms"]), EntryKind(raw["kind"]), str(raw["actor"]), str(raw["text"]))
 
 

@@ -1,5 +1,6 @@
 """Alertmanager webhook payload (version 4) -> Alerts. Unknown fields are ignored: Alertmanager adds some."""
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
@@ -18,6 +19,7 @@ MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant every
 MAX_COUNT = 1_000_000_000  # for counts such as truncatedAlerts: far above any real one
 
 
+@functools.lru_cache(maxsize=4096)  # Alertmanager re-sends the same startsAt with every repeat
 def _rfc3339_ms(text: str) -> int | None:
     """Epoch ms, clamped to 1970-01-01 .. 9999-12-31 UTC; Go's zero time (year 1) means "none".
 
