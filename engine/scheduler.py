@@ -14,7 +14,8 @@ from engine.store.base import Store
 
 log = structlog.get_logger(__name__)
 BATCH = 500  # per shard
-CONCURRENCY = 256  # decisions in flight: their reads and commits share pipelines (store.batch)
+CONCURRENCY = 16  # decisions in flight, each on a connection of its own (a Cluster)
+PIPELINED = 256  # with a standalone Redis: their reads and commits share pipelines (store.batch)
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
@@ -74,7 +75,7 @@ class Scheduler:
         """Fire every due timer; return how long to sleep before the next one."""
         now = self.clock.now_ms()
         due = await self.store.due_timers(now, BATCH)
-        gate = asyncio.Semaphore(CONCURRENCY)
+        gate = asyncio.Semaphore(PIPELINED if self.store.pipelined() else CONCURRENCY)
 
         async def fire(incident_id: str, due_ms: int) -> bool:
             async with gate:  # several in flight: Redis round trips overlap instead of queueing

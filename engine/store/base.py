@@ -55,6 +55,7 @@ class Store(Protocol):
     """Persists what decide() returned, one atomic step per decision (see RedisStore)."""
 
     async def ping(self) -> bool: ...
+    def pipelined(self) -> bool: ...  # commands of one loop turn share a round trip
     async def close(self) -> None: ...
 
     # incidents

@@ -185,6 +185,9 @@ class RedisCore:
                 raise cmd.result
         return [cmd.result for cmd in queued]
 
+    def pipelined(self) -> bool:
+        return self.batcher is not None
+
     async def ping(self) -> bool:
         return bool(await self._call("ping", self.client.ping))
 
