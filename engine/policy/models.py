@@ -1,7 +1,7 @@
 """Validated policy models. Unknown keys are errors: a typo must fail at `check`, not at 3 a.m."""
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -244,6 +244,16 @@ class PolicySet(Model):
     maintenance: list[Maintenance] = []  # incidents opened inside a window are recorded, not paged
     teams: dict[str, Team] = {}
     channels: Channels = Channels()
+    # label set -> its routes (routing.route), for the rules and default it was made with
+    _routes: tuple[Any, Any, dict[Any, Any]] | None = PrivateAttr(default=None)
+
+    def route_cache(self) -> dict[Any, Any]:
+        # by identity: a model_copy shares private attributes, and one with other rules must not
+        # see routes of the original's
+        held = self._routes
+        if held is None or held[0] is not self.rules or held[1] is not self.default:
+            held = self._routes = (self.rules, self.default, {})
+        return held[2]
 
     @model_validator(mode="after")
     def _heartbeat_first(self) -> "PolicySet":

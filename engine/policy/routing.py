@@ -7,6 +7,7 @@ from engine.alerts import Alert
 from engine.policy.models import PolicySet, Rule
 
 GroupBy = Literal["alertmanager", "alert"] | tuple[str, ...]
+CACHED_LABEL_SETS = 10_000  # label sets whose routes are kept; senders choose labels, so bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +24,20 @@ def route(policies: PolicySet, labels: dict[str, str]) -> list[Route]:
     """Every route for `labels`, in rule order; always ends with exactly one terminal (lane "") route.
 
     A matching `continue: true` rule opens its own lane and the walk goes on; the first matching
-    rule without it ends the walk; when none does, the default applies.
+    rule without it ends the walk; when none does, the default applies. Kept per label set: an
+    alert is re-sent with the same labels every repeat interval, and matching is regexes.
     """
+    cache = policies.route_cache()
+    key = tuple(labels.items())
+    found: tuple[Route, ...] | None = cache.get(key)
+    if found is None:
+        if len(cache) >= CACHED_LABEL_SETS:
+            cache.clear()
+        found = cache[key] = tuple(_walk(policies, labels))
+    return list(found)
+
+
+def _walk(policies: PolicySet, labels: dict[str, str]) -> list[Route]:
     routes: list[Route] = []
     for rule in policies.rules:
         if not rule.matches(labels):

@@ -146,3 +146,12 @@ def test_lanes_keep_incidents_apart() -> None:
     labels = {"service": "db", "team": "storage"}
     keys = {incident_key(x, alert(labels)) for x in route(POLICIES, labels)}
     assert keys == {"audit|lb:team=storage", "|fp:0123456789abcdef"}
+
+
+def test_routes_are_kept_per_label_set_and_a_copy_with_other_rules_does_not_see_them() -> None:
+    labels = {"alertname": "Down", "severity": "critical", "env": "prod"}
+    first = route(POLICIES, labels)
+    assert route(POLICIES, labels) == first and route(POLICIES, dict(labels)) is not first  # a new list
+    bare = POLICIES.model_copy(update={"rules": []})
+    assert [r.rule for r in route(bare, labels)] == ["default"]
+    assert route(POLICIES, labels) == first  # the original's own cache is untouched
