@@ -67,6 +67,7 @@ class Processor:
         self._timers_firing = 0
         self._ingest_open = asyncio.Event()
         self._ingest_open.set()
+        self._turns: dict[str, list[Any]] = {}  # incident key -> [lock, holders and waiters]
 
     async def _slot(self, step: Callable[[], Awaitable[T]]) -> T:
         async with self._ingest_slots:
@@ -74,6 +75,23 @@ class Processor:
             # the slot held, so that decisions already queued for a slot wait too)
             await self._ingest_open.wait()
             return await step()
+
+    async def _in_turn(self, key: str, step: Callable[[], Awaitable[T]]) -> T:
+        """One decision per incident key at a time in this process, the others queued in order:
+        concurrent webhooks for one big incident would otherwise lose most of their guarded
+        commits to each other and some run out of attempts (a 503). Taken before an ingest slot,
+        so a queue on one key holds no slot another key could use."""
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = [asyncio.Lock(), 0]
+        turn[1] += 1
+        try:
+            async with turn[0]:
+                return await step()
+        finally:
+            turn[1] -= 1
+            if not turn[1]:
+                del self._turns[key]
 
     @contextlib.contextmanager
     def timers_first(self) -> Iterator[None]:
@@ -103,7 +121,12 @@ class Processor:
         # at most INGEST_SLOTS at a time across all webhooks (see there)
         decide_keys = [partial(self._ingest_key, key, routed, policies) for key, routed in by_key.items()]
         beat_rules = [partial(self._beat, rule, ms, policies) for rule, ms in beats.items()]
-        decisions = await _all([self._slot(step) for step in decide_keys])
+        decisions = await _all(
+            [
+                self._in_turn(key, partial(self._slot, step))
+                for key, step in zip(by_key, decide_keys, strict=True)
+            ]
+        )
         await _all([self._slot(step) for step in beat_rules])
         result = IngestResult()
         for d in decisions:
