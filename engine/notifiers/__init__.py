@@ -35,14 +35,18 @@ def factory(kind: str) -> Factory | None:
 
 
 def build_notifiers(
-    channels: object, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    channels: object,
+    session: aiohttp.ClientSession | Callable[[str], aiohttp.ClientSession],
+    environ: Mapping[str, str],
 ) -> dict[str, Notifier]:
-    """Notifiers by channel kind, for the configured channels this release can deliver to."""
+    """Notifiers by channel kind, for the configured channels this release can deliver to; each
+    on `session`, or on session(kind): a pool of its own, so one slow channel holds no other's."""
     notifiers: dict[str, Notifier] = {}
     for kind, settings in configured(channels).items():
         build = factory(kind)
         if build is not None:
-            notifiers[kind] = build(settings, session, environ)
+            own = session if isinstance(session, aiohttp.ClientSession) or session is None else session(kind)
+            notifiers[kind] = build(settings, own, environ)
     return notifiers
 
 
