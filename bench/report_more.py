@@ -1,0 +1,71 @@
+"""RESULTS.md pieces for the parts that size themselves (incident_size, scaling, soak): their
+headline lines, their sections, and the incident-size curve before per-alert storage beside this
+run's (bench/results/incident_size-before.json, measured once at the commit it names)."""
+
+import json
+from pathlib import Path
+
+from bench import incident_size, scaling, soak
+from bench.parts import Flat
+
+BEFORE = Path(__file__).resolve().parent / "results" / "incident_size-before.json"
+FIGURES = ("cpu_ms_per_webhook", "concurrent_cpu_ms_per_webhook", "duplicate_cpu_ms_per_webhook")
+
+
+def _n(v: object) -> str:
+    if v is None:
+        return "—"
+    x = float(v)  # type: ignore[arg-type]
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}"
+
+
+def headline(f: Flat) -> list[str]:
+    out = []
+    sizes = [int(s) for s in str(f.get("incident_size.sizes", "")).split(",") if s]
+    if sizes:
+        lo, hi = min(sizes), max(sizes)
+        cpu_lo = _n(f.get(f"incident_size.n{lo}.cpu_ms_per_webhook"))
+        cpu_hi = _n(f.get(f"incident_size.n{hi}.cpu_ms_per_webhook"))
+        ratio = f.get(f"incident_size.ratio_n{hi}_to_n{lo}.cpu_ms_per_webhook", "—")
+        out.append(
+            f"- `incident_size`: engine CPU per 3-alert webhook {cpu_lo} ms at N = {lo:,} alerts, "
+            f"{cpu_hi} ms at N = {hi:,}: ratio **{ratio}**"
+        )
+    ratios = {k: v for k, v in f.items() if k.startswith("scaling.ratio_")}
+    for k, v in sorted(ratios.items()):
+        out.append(f"- `{k}`: **{v}**")
+    if "soak.minutes" in f:
+        out.append(
+            f"- `soak`: engine RSS {f.get('soak.rss_start_mb')} → {f.get('soak.rss_end_mb')} MB over "
+            f"{f.get('soak.minutes')} min (growth **{f.get('soak.rss_growth_mb')} MB**)"
+        )
+    return out
+
+
+def before_after(f: Flat) -> list[str]:
+    """The curve measured before per-alert storage beside this run's, where both have an N."""
+    if not BEFORE.exists() or "incident_size.sizes" not in f:
+        return []
+    before: Flat = json.loads(BEFORE.read_text())
+    sizes = [int(s) for s in str(f["incident_size.sizes"]).split(",") if s]
+    rows = []
+    for n in sizes:
+        cells = [f"{n:,}"]
+        for name in FIGURES:
+            key = f"incident_size.n{n}.{name}"
+            cells += [_n(before.get(key)), f"**{_n(f.get(key))}**"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return [
+        f"Before per-alert storage (commit `{before.get('incident_size.engine', '?')}`, "
+        "`bench/results/incident_size-before.json`) and now, engine CPU ms per webhook:",
+        "",
+        "| alerts in the incident | one at a time: before | now | 8 concurrent: before | now "
+        "| duplicate: before | now |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
+def sections(f: Flat) -> list[str]:
+    return incident_size.markdown(f) + before_after(f) + scaling.markdown(f) + soak.markdown(f)
