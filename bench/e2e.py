@@ -39,13 +39,14 @@ from bench.ingest import WEBHOOK, Server, Target, free_port
 
 SERVICES = 100
 ROUTING_KEY_ENV = "BENCH_E2E_ROUTING_KEY"
-SLACK_TOKEN_ENV = "BENCH_E2E_SLACK_TOKEN"
+SLACK_TOKEN_ENV = "BENCH_E2E_SLACK_TOKEN"  # noqa: S105 - the variable's name, not a token
 SLACK_DELAY_S = 2.0
 
 
 def policy_yaml(sink_url: str, services: int = SERVICES, slack_url: str = "") -> str:
     """Severity P1, one rule + one single-level ladder + one PagerDuty service (and, with
     slack_url, one Slack channel) per shard."""
+
     def slack(s: int) -> str:
         return f", 'slack:#bench-{s}'" if slack_url else ""
 
