@@ -110,7 +110,7 @@ def create_app(
     app[keys.metrics] = wiring.metrics
     app[WEBHOOK_COUNTER] = wiring.metrics.webhooks
     app[keys.auth] = make_auth(settings)
-    app[webhook.inflight] = webhook.Inflight(settings.max_inflight_webhooks)
+    app[webhook.inflight] = webhook.Inflight(settings.max_inflight_webhooks, settings.webhook_queue_s)
     app[keys.policies] = wiring.ref
     # started in this order, stopped in the reverse: the loops stop before what they use closes
     for ctx in wiring.contexts():

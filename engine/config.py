@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     link_ttl_s: float = 86_400.0  # how long a link in a page stays usable
 
     max_body_bytes: int = 4 * 1024 * 1024
-    max_inflight_webhooks: int = 64  # more at once are shed with 503 and Retry-After
+    max_inflight_webhooks: int = 64  # more at once wait (below), then are shed with 503 + Retry-After
+    webhook_queue_s: float = 0.5  # how long one past the cap waits for a slot (4 x the cap may wait)
     request_header_timeout_s: float = 10.0  # a client slower than this to send headers / body is cut off
     request_body_timeout_s: float = 10.0
     max_connections: int = 1024  # open client connections; more wait in the listen backlog

@@ -25,6 +25,7 @@ LIMITS = {
     "ESCALATION_REQUEST_HEADER_TIMEOUT_S": "1",
     "ESCALATION_REQUEST_BODY_TIMEOUT_S": "1",
     "ESCALATION_MAX_INFLIGHT_WEBHOOKS": "2",
+    "ESCALATION_WEBHOOK_QUEUE_S": "0",  # past the cap: shed at once (the wait: test_webhook_queue.py)
 }
 
 
