@@ -69,6 +69,7 @@ async def test_config_is_applied(tmp_path: Path, fsync: str) -> None:
     assert config["port"] == "0"
     assert config["unixsocketperm"] == "700"
     assert config["protected-mode"] == "yes"
+    assert config["hash-max-ziplist-value"] == "2048"  # incident hashes stay compact
 
 
 async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
