@@ -25,9 +25,7 @@ changes. Prints a Markdown table and the flat JSON (keys `incident_size.n<N>.<fi
 import argparse
 import asyncio
 import itertools
-import json
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -39,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.e2e import pct
 from bench.repeats import Clock, cpu_s
+from bench.standalone import Flat, Progress, add_ratios, cell, run_alone
 from bench.timers import cpu_seconds, git_state
 from engine.errors import StoreError
 from engine.ingest.alertmanager import parse_payload
@@ -61,8 +60,6 @@ CONCURRENCY = 8
 NOT_ENDED = "0001-01-01T00:00:00Z"
 
 T = TypeVar("T")
-Progress = Callable[[str], None]
-Flat = dict[str, float | int | str | bool]
 
 
 @dataclass(frozen=True)
@@ -328,12 +325,9 @@ async def run(mode: Mode, progress: Progress) -> Flat:
         for name, value in figures.items():
             flat[f"incident_size.n{n}.{name}"] = value
     lo, hi = min(mode.sizes), max(mode.sizes)
-    for name in ("cpu_ms_per_webhook", "webhook_ms_p50", "duplicate_cpu_ms_per_webhook"):
-        base = float(flat[f"incident_size.n{lo}.{name}"])
-        if base > 0:
-            flat[f"incident_size.ratio_n{hi}_to_n{lo}.{name}"] = round(
-                float(flat[f"incident_size.n{hi}.{name}"]) / base, 2
-            )
+    names = ("cpu_ms_per_webhook", "webhook_ms_p50", "duplicate_cpu_ms_per_webhook")
+    add_ratios(flat, lambda n, name: f"incident_size.n{n}.{name}", lo, hi, names,
+               lambda name: f"incident_size.ratio_n{hi}_to_n{lo}.{name}")  # fmt: skip
     return flat
 
 
@@ -348,10 +342,7 @@ def markdown(flat: Flat) -> list[str]:
         return []
 
     def g(n: int, name: str) -> str:
-        v = flat.get(f"incident_size.n{n}.{name}")
-        return (
-            "—" if v is None else f"{v:,.0f}" if isinstance(v, int) or abs(float(v)) >= 100 else f"{v:,.2f}"
-        )
+        return cell(flat.get(f"incident_size.n{n}.{name}"))
 
     head = ["alerts in the incident", "webhook p50 ms", "p99 ms", "engine CPU ms / webhook",
             "redis CPU ms / webhook", "script µs / call", "concurrent: p50 ms", "p99 ms",
@@ -372,9 +363,9 @@ def markdown(flat: Flat) -> list[str]:
         "incident_size`), built in webhooks of 500 alerts, then webhooks of 3 of its alerts that each "
         "change state (resolved, then fired again with a newer startsAt: a real commit every time), "
         "through `Processor.ingest` against the embedded redis-server (fsync=always), one at a time; "
-        f"then {CONCURRENCY} at a time on disjoint alerts (fewer when N is small; they race for the one "
-        "incident, so conflicts are part of the cost; refused: gave up after the engine's 20 commit "
-        "attempts, a 503, sent again); then 3 alerts repeated unchanged (duplicate). "
+        f"then {CONCURRENCY} at a time on disjoint alerts (fewer when N is small; in one process they "
+        "take turns on the one incident, so conflicts should stay 0; refused: gave up after the "
+        "engine's 20 commit attempts, a 503, sent again); then 3 alerts repeated unchanged (duplicate). "
         "CPU: this process (getrusage) and redis-server (/proc) over each phase / webhooks; script µs: "
         "INFO commandstats. Bytes: MEMORY USAGE of the incident's keys and key pointer after building. "
         f"The cost should not depend on N: engine CPU per webhook at N = {hi:,} / N = {lo:,} = "
@@ -396,19 +387,8 @@ def main() -> int:
     mode = MODES[args.mode]
     if args.sizes:
         mode = Mode(tuple(args.sizes), mode.phase_s, mode.max_webhooks, mode.min_webhooks, max(args.sizes))
-    started = time.monotonic()
-    try:
-        flat = run_async(lambda: run(mode, lambda line: print(line, file=sys.stderr, flush=True)))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        print("interrupted: redis-server stopped, temporary data removed", file=sys.stderr)
-        return 130
-    flat["incident_size.seconds"] = round(time.monotonic() - started, 1)
-    print("\n".join(markdown(flat)))
-    text = json.dumps(flat, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return run_alone("incident_size", lambda progress: run_async(lambda: run(mode, progress)), markdown,
+                     args.out, "redis-server stopped, temporary data removed")  # fmt: skip
 
 
 if __name__ == "__main__":

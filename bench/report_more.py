@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 from bench import incident_size, scaling, soak
-from bench.parts import Flat
+from bench.standalone import Flat, cell
 
 BEFORE = Path(__file__).resolve().parent / "results" / "incident_size-before.json"
 FIGURES = ("cpu_ms_per_webhook", "concurrent_cpu_ms_per_webhook", "duplicate_cpu_ms_per_webhook")
-
-
-def _n(v: object) -> str:
-    if v is None:
-        return "—"
-    x = float(v)  # type: ignore[arg-type]
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}"
 
 
 def headline(f: Flat) -> list[str]:
@@ -24,8 +17,8 @@ def headline(f: Flat) -> list[str]:
     sizes = [int(s) for s in str(f.get("incident_size.sizes", "")).split(",") if s]
     if sizes:
         lo, hi = min(sizes), max(sizes)
-        cpu_lo = _n(f.get(f"incident_size.n{lo}.cpu_ms_per_webhook"))
-        cpu_hi = _n(f.get(f"incident_size.n{hi}.cpu_ms_per_webhook"))
+        cpu_lo = cell(f.get(f"incident_size.n{lo}.cpu_ms_per_webhook"))
+        cpu_hi = cell(f.get(f"incident_size.n{hi}.cpu_ms_per_webhook"))
         ratio = f.get(f"incident_size.ratio_n{hi}_to_n{lo}.cpu_ms_per_webhook", "—")
         out.append(
             f"- `incident_size`: engine CPU per 3-alert webhook {cpu_lo} ms at N = {lo:,} alerts, "
@@ -53,7 +46,7 @@ def before_after(f: Flat) -> list[str]:
         cells = [f"{n:,}"]
         for name in FIGURES:
             key = f"incident_size.n{n}.{name}"
-            cells += [_n(before.get(key)), f"**{_n(f.get(key))}**"]
+            cells += [cell(before.get(key)), f"**{cell(f.get(key))}**"]
         rows.append("| " + " | ".join(cells) + " |")
     return [
         f"Before per-alert storage (commit `{before.get('incident_size.engine', '?')}`, "

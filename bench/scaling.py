@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,8 +34,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bench import timers
-from bench.incident_size import Flat, Progress, conflicts, run_async
+from bench.incident_size import conflicts, run_async
 from bench.repeats import Clock, cpu_s, group
+from bench.standalone import Flat, Progress, add_ratios, cell, run_alone
 from bench.timers import HOUR_MS, FixedClock, ShiftedClock, TimedProcessor, cpu_seconds, git_state
 from engine.ingest.alertmanager import parse_payload
 from engine.logs import configure_logging
@@ -287,12 +286,9 @@ async def run(mode: Mode, progress: Progress) -> Flat:
             finally:
                 await store.close()
     lo, hi = label(min(mode.sizes)), label(max(mode.sizes))
-    for name in ("ingest_cpu_ms_per_webhook", "ingest_webhooks_per_s", "timers_lateness_p99_ms"):
-        base = float(flat[f"scaling.open_{lo}.{name}"])
-        if base > 0:
-            flat[f"scaling.ratio_{hi}_to_{lo}.{name}"] = round(
-                float(flat[f"scaling.open_{hi}.{name}"]) / base, 2
-            )
+    names = ("ingest_cpu_ms_per_webhook", "ingest_webhooks_per_s", "timers_lateness_p99_ms")
+    add_ratios(flat, lambda k, name: f"scaling.open_{k}.{name}", lo, hi, names,
+               lambda name: f"scaling.ratio_{hi}_to_{lo}.{name}")  # fmt: skip
     return flat
 
 
@@ -307,10 +303,7 @@ def markdown(flat: Flat) -> list[str]:
         return []
 
     def g(k: int, name: str) -> str:
-        v = flat.get(f"scaling.open_{label(k)}.{name}")
-        return (
-            "—" if v is None else f"{v:,.0f}" if isinstance(v, int) or abs(float(v)) >= 100 else f"{v:,.2f}"
-        )
+        return cell(flat.get(f"scaling.open_{label(k)}.{name}"))
 
     head = ["open incidents", "ingest webhooks/s", "engine CPU ms / webhook", "redis CPU ms / webhook",
             "commit conflicts", "timers fired", "ingest meanwhile webhooks/s", "lateness p50 ms", "p99 ms",
@@ -359,19 +352,8 @@ def main() -> int:
     mode = MODES[args.mode]
     if args.million:
         mode = dataclasses.replace(mode, sizes=(*mode.sizes, 1_000_000))
-    started = time.monotonic()
-    try:
-        flat = run_async(lambda: run(mode, lambda line: print(line, file=sys.stderr, flush=True)))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        print("interrupted: redis-server stopped, temporary data removed", file=sys.stderr)
-        return 130
-    flat["scaling.seconds"] = round(time.monotonic() - started, 1)
-    print("\n".join(markdown(flat)))
-    text = json.dumps(flat, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return run_alone("scaling", lambda progress: run_async(lambda: run(mode, progress)), markdown,
+                     args.out, "redis-server stopped, temporary data removed")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,9 +32,10 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.e2e import pct, rss_mb
-from bench.incident_size import Flat, Progress, run_async
+from bench.incident_size import run_async
 from bench.ingest import WEBHOOK, Server, Target, counters, cpu_seconds, free_port
 from bench.repeats import group
+from bench.standalone import Flat, Progress, run_alone
 
 BENCH = Path(__file__).resolve().parent
 MINUTES = {"default": 2.0, "quick": 0.5, "smoke": 0.1}  # `python -m bench`; standalone: --minutes
@@ -293,20 +293,13 @@ def main() -> int:
     parser.add_argument("--retention-s", type=float, default=60, help="how long resolved incidents are kept")
     parser.add_argument("--out", type=Path, help="also write the JSON there")
     args = parser.parse_args()
-    started = time.monotonic()
-    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        flat = run_async(lambda: soak(args.minutes, args.rate, args.retention_s, progress))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        print("interrupted: engine and redis-server stopped", file=sys.stderr)
-        return 130
-    flat["soak.seconds"] = round(time.monotonic() - started, 1)
-    print("\n".join(markdown(flat)))
-    text = json.dumps(flat, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return run_alone(
+        "soak",
+        lambda progress: run_async(lambda: soak(args.minutes, args.rate, args.retention_s, progress)),
+        markdown,
+        args.out,
+        "engine and redis-server stopped",
+    )
 
 
 if __name__ == "__main__":
