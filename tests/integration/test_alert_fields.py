@@ -145,3 +145,19 @@ async def test_concurrent_webhooks_for_one_incident_take_turns_instead_of_losing
     inc = await store.load(incident_id)
     assert inc is not None and inc.firing_count() == N - 24 and inc.version == 9
     assert proc._turns == {}  # nothing held once all are done
+
+
+async def test_one_webhook_of_8500_alerts_for_one_incident_is_read_and_written_in_chunks(
+    store: RedisStore,
+) -> None:
+    """Lua's unpack() refuses more than ~8,000 values: the scripts take alert fields in chunks."""
+    proc = processor(store, FakeClock())
+    opened = await proc.ingest(parse_payload(group(8500))[1])  # 17,000 values for one HSET
+    inc = await store.load(opened.incidents[0])
+    assert inc is not None and len(inc.alerts) == 8500 and inc.firing_count() == 8500
+    again = await proc.ingest(parse_payload(group(8500))[1])  # 8,500 fields named in one HMGET
+    assert again.duplicates == 8500 and again.incidents == opened.incidents
+    gone = await proc.ingest(parse_payload(group(8500, "resolved"))[1])
+    assert gone.incidents == opened.incidents
+    inc = await store.load(opened.incidents[0])
+    assert inc is not None and not inc.is_open and inc.firing_count() == 0
