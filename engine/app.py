@@ -40,7 +40,6 @@ from engine.storewatch import StoreWatch
 from engine.web import setup_web
 
 log = structlog.get_logger(__name__)
-http_session = web.AppKey("http_session", aiohttp.ClientSession)
 CHANNEL_CONNECTIONS = 100  # per channel kind: aiohttp's default, once for each
 
 
@@ -176,13 +175,11 @@ class Wiring:
             await actions.drain()  # chat clicks answered but still acting need the store
 
     async def http(self, app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
-            app[http_session] = session
-            sessions = app[channel_sessions] = ChannelSessions()
-            try:
-                yield
-            finally:
-                await sessions.close()
+        sessions = app[channel_sessions] = ChannelSessions()
+        try:
+            yield
+        finally:
+            await sessions.close()
 
     def built_notifiers(self, policies: PolicySet, app: web.Application) -> dict[str, Notifier]:
         if self.given_notifiers is not None:

@@ -151,12 +151,6 @@ class Incident:
         raw["firing_by"] = [[*k, n] for k, n in self.counts().items()]
         return orjson.dumps(raw)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole record, alerts included (the archive's and the export's shape)."""
-        raw: dict[str, Any] = orjson.loads(self.to_json())
-        raw["alerts"] = {fp: orjson.loads(a.to_json()) for fp, a in self.alerts.items()}
-        return raw
-
     @classmethod
     def from_json(cls, text: str | bytes, alerts: dict[str, AlertState] | None = None) -> "Incident":
         """A record and the alerts read beside it; a record of before per-alert fields holds its

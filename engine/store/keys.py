@@ -134,3 +134,6 @@ def epoch() -> str:
     Redis lost its data (restarted without persistence, flushed): the engine must not go on
     paging from an empty state without saying so."""
     return f"{PREFIX}:epoch"
+
+
+ALERT_FIELD = "f:"  # in an incident's hash, one alert's state is the field `f:<fingerprint>`

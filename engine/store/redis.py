@@ -15,7 +15,7 @@ from engine.timeline import TimelineEntry, in_time_order
 __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 
 
-ALERT = "f:"  # hash field prefix of one alert's state: `f:<fingerprint>`
+ALERT = keys.ALERT_FIELD
 
 
 def _incident(
@@ -33,10 +33,11 @@ def from_hash(row: dict[bytes, bytes]) -> Incident | None:
     """An incident from its whole hash (HGETALL), every alert included; None if it is gone."""
     if b"d" not in row:
         return None
+    prefix = ALERT.encode()
     alerts = {}
     for name, value in row.items():
-        if name.startswith(b"f:"):
-            fp = name[2:].decode()
+        if name.startswith(prefix):
+            fp = name[len(prefix) :].decode()
             alerts[fp] = AlertState.from_json(fp, value)
     return _incident(row.get(b"v", 0), row[b"d"], row.get(b"n"), alerts)
 

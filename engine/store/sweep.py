@@ -144,7 +144,7 @@ class Sweeper:
             full = json.loads(record)
             if "alerts" not in full:  # each alert in a field of its own: the line holds them all
                 pairs_ = zip(stored[0::2], stored[1::2], strict=True)
-                full["alerts"] = {f[2:]: json.loads(a) for f, a in pairs_}
+                full["alerts"] = {f.removeprefix(keys.ALERT_FIELD): json.loads(a) for f, a in pairs_}
             return Claimed(
                 incident_id,
                 _text(claim),

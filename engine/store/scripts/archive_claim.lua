@@ -21,6 +21,7 @@ local row = redis.call('HMGET', KEYS[1], 'v', 'd', 'n')
 local alerts = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
+  -- alert fields: keys.ALERT_FIELD (`f:<fingerprint>`)
   if string.sub(all[i], 1, 2) == 'f:' then alerts[#alerts + 1] = all[i]; alerts[#alerts + 1] = all[i + 1] end
 end
 return {claim, row[1] or '0', row[2] or '', row[3] or '0',
