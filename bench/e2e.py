@@ -246,7 +246,7 @@ async def measure(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     await sink.all_arrived.wait()
-            engine_rss = rss_mb(pid)
+            engine_rss, worker_rss = rss_mb(pid), rss_mb(server.worker_pid)
         finally:
             await asyncio.to_thread(server.stop)
     finally:
@@ -265,7 +265,8 @@ async def measure(
         "pages_arrived": len(latencies),
         "pages_missing": len(sent) - len(latencies),
         "pages_duplicated": sink.duplicates,
-        "engine_rss_mb": engine_rss,
+        "engine_rss_mb": engine_rss,  # the HTTP process
+        "worker_rss_mb": worker_rss,  # serve's worker process: timers, delivery
         "slack_delay_s": slack_delay_s,
         "slack_requests": slow.requests,
         "slack_answered": slow.answered,

@@ -97,6 +97,17 @@ def write_template(path: Path) -> None:
     path.write_text(json.dumps(doc, separators=(",", ":")))
 
 
+def worker_of(pid: int) -> int | None:
+    """The child of `pid` that runs `engine worker`, if any."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if not entry.name.isdigit() or b"\0worker\0" not in (entry / "cmdline").read_bytes():
+                continue
+            if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                return int(entry.name)
+    return None
+
+
 def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
@@ -191,6 +202,11 @@ class Server:
         raise RuntimeError(f"{self.target.name} not ready after {timeout_s}s")
 
     @property
+    def worker_pid(self) -> int | None:
+        """serve's worker process (timers, delivery, retention): its child running `engine worker`."""
+        return worker_of(self.proc.pid) if self.proc is not None else None
+
+    @property
     def redis_pid(self) -> int | None:
         """From the embedded store's lock file: `redis-server pid N, engine pid M`."""
         with contextlib.suppress(OSError):
@@ -276,7 +292,8 @@ def measure(
     url = server.base + WEBHOOK
     share = 1.0 if mix == "new" else args.new_share
     wrk(url, args.warmup, args.connections, share, template)
-    pids = {"server": server.proc.pid if server.proc else None, "redis": server.redis_pid}
+    pids = {"server": server.proc.pid if server.proc else None, "redis": server.redis_pid,
+            "worker": server.worker_pid}  # fmt: skip
     if sinks is not None:
         pids["sinks"] = sinks.pid
     before_cpu = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -329,12 +346,12 @@ def table(results: list[Result]) -> str:
     echo = {r.mix: r.rps for r in results if r.target == "echo"}
     rows = [
         "| server | mix | 2xx req/s | p50 ms | p99 ms | engine/echo "
-        "| CPU cores: server, redis, wrk, others | non-2xx |",
+        "| CPU cores: server, worker, redis, wrk, others | non-2xx |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         ratio = f"{r.rps / echo[r.mix]:.3f}" if r.target != "echo" and echo.get(r.mix) else ""
-        cpu = ", ".join(f"{r.cpu.get(k, 0):.2f}" for k in ("server", "redis", "wrk", "others"))
+        cpu = ", ".join(f"{r.cpu.get(k, 0):.2f}" for k in ("server", "worker", "redis", "wrk", "others"))
         rows.append(
             f"| {r.target} | {r.mix} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {ratio} | {cpu} "
             f"| {r.errors['status']} |"

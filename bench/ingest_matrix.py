@@ -86,7 +86,8 @@ def _engine_keys(cell: Cell, r: ingest.Result, echo: ingest.Result, seconds: int
         "ceiling_p99_ms": echo.p99_ms,
         "ceiling_cpu_cores": echo.cpu.get("server", 0.0),
         "ratio_to_ceiling": round(r.rps / echo.rps, 4) if echo.rps else 0.0,
-        "engine_cpu_cores": r.cpu.get("server", 0.0),
+        "engine_cpu_cores": r.cpu.get("server", 0.0),  # the HTTP process
+        "worker_cpu_cores": r.cpu.get("worker", 0.0),  # serve's worker process: timers, delivery
         "redis_cpu_cores": r.cpu.get("redis", 0.0),
         "others_cpu_cores": r.cpu.get("others", 0.0),
         "commit_conflicts": int(e.get("commit_conflicts_total", 0)),

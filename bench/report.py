@@ -139,15 +139,15 @@ def _ingest(f: Flat) -> list[str]:
         rows.append([*_cell(pre), f"**{_n(g('webhooks_per_s'))}**", _n(g("alerts_per_s")), _n(g("p50_ms")),
                      _n(g("p99_ms")), _n(g("non_2xx")), _n(g("ceiling_webhooks_per_s")),
                      f"**{_n(g('ratio_to_ceiling'), 3)}**", _deliveries(g)])  # fmt: skip
-        detail.append([*_cell(pre), _n(g("engine_cpu_cores"), 2), _n(g("redis_cpu_cores"), 2),
-                       _n(g("sinks_cpu_cores"), 2), _n(g("others_cpu_cores"), 2), _n(g("commit_conflicts")),
-                       _n(g("incidents_opened")), _n(g("notifications_sent")),
+        detail.append([*_cell(pre), _n(g("engine_cpu_cores"), 2), _n(g("worker_cpu_cores"), 2),
+                       _n(g("redis_cpu_cores"), 2), _n(g("sinks_cpu_cores"), 2), _n(g("others_cpu_cores"), 2),
+                       _n(g("commit_conflicts")), _n(g("incidents_opened")), _n(g("notifications_sent")),
                        _n(g("notifications_deferred")), _n(g("outbox_depth_at_end")),
                        *[_n(g(f"sink.{c}_requests")) for c in channels]])  # fmt: skip
     head = ["policy", "alerts / webhook", "mix", "connections", "webhooks/s", "alerts/s", "p50 ms",
             "p99 ms", "non-2xx", "echo webhooks/s", "ratio to echo", "sink deliveries"]  # fmt: skip
-    head2 = ["policy", "alerts", "mix", "conn.", "engine CPU cores", "redis CPU", "sinks CPU",
-             "rest of the machine", "commit conflicts", "incidents opened", "notifications sent",
+    head2 = ["policy", "alerts", "mix", "conn.", "engine HTTP CPU cores", "engine worker CPU", "redis CPU",
+             "sinks CPU", "rest of the machine", "commit conflicts", "incidents opened", "notifications sent",
              "deferred (rate limit)", "outbox at end", *channels]  # fmt: skip
     shares = ", ".join(
         f"{k.rsplit('.', 1)[1]} {100 * float(v):.0f} %"

@@ -1,6 +1,6 @@
 """Ingest and timer cost against the number of open incidents: 1k, 10k, 100k (1M with --million).
 
-    python -m bench.scaling [--mode default|quick|smoke] [--million] [--out FILE]
+    python -m bench.scaling [--mode default|quick|smoke] [--million] [--shared-loop] [--out FILE]
 
 One embedded redis-server (AOF, fsync=always, unix socket) grows through the sizes. At each size K:
 
@@ -9,6 +9,9 @@ One embedded redis-server (AOF, fsync=always, unix socket) grows through the siz
            rate * window of them fall due in this step's timer window; the rest days later.
   timers   Scheduler.run on a shifted clock (bench/timers.py's) while those fall due at 500/s:
            lateness = commit time - due time, p50 / p99 / max. First, so that exactly K are open.
+           Meanwhile the mix below runs in a process of its own, as `serve` runs ingest apart from
+           its worker process; --shared-loop runs it on the scheduler's event loop instead (the
+           engine with ESCALATION_WORKER_PROCESS=false).
   ingest   W webhooks through Processor.ingest, 32 at a time: the 3-alert fixture on
            `bench/policies/ingest`, 20 % new groups, 80 % repeats of groups sent before (as
            bench/ingest.py's mix; their new incidents add to the open ones). Webhooks/s, the engine's
@@ -24,7 +27,9 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -100,8 +105,9 @@ async def in_parallel(jobs: list[Any], workers: int) -> None:
 class Growing:
     """The incidents opened so far (their alert numbers), and the mix's groups sent so far."""
 
-    def __init__(self, store: RedisStore, server: EmbeddedRedis) -> None:
-        self.store, self.server = store, server
+    def __init__(self, store: RedisStore, server: EmbeddedRedis | None) -> None:
+        self.store = store
+        self.redis_pid = server.pid if server is not None else None
         self.timer_policies = load_policies(BENCH / "policies" / "timers")
         self.ingest_policies = load_policies(BENCH / "policies" / "ingest")
         self.metrics = Metrics(CollectorRegistry())
@@ -166,7 +172,7 @@ class Growing:
         bodies.reverse()
         conflicts0, redis0, cpu0, t0 = (
             conflicts(self.metrics),
-            cpu_seconds(self.server.pid),
+            cpu_seconds(self.redis_pid),
             cpu_s(),
             time.perf_counter(),
         )
@@ -176,7 +182,7 @@ class Growing:
                 await self.send(bodies.pop())
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        wall, cpu, redis_cpu = time.perf_counter() - t0, cpu_s() - cpu0, cpu_seconds(self.server.pid) - redis0
+        wall, cpu, redis_cpu = time.perf_counter() - t0, cpu_s() - cpu0, cpu_seconds(self.redis_pid) - redis0
         return {
             "ingest_webhooks": webhooks,
             "ingest_webhooks_per_s": round(webhooks / wall, 1),
@@ -201,18 +207,32 @@ class Growing:
         return {"load_webhooks": sent, "load_webhooks_per_s": round(sent / (time.perf_counter() - t0), 1)}
 
     async def fire(
-        self, mode: Mode, window_base_ms: int, window: int, window_ms: int
+        self, mode: Mode, window_base_ms: int, window: int, window_ms: int, url: str, shared_loop: bool
     ) -> dict[str, float | int]:
         """Scheduler.run until the window's timers fired (bounded), on a clock that reaches the
-        first due instant lead_s after it starts, while the mix keeps ingest busy (as in `serve`,
-        the scheduler has a processor of its own and holds the ingest one's new decisions)."""
+        first due instant lead_s after it starts, while the mix keeps ingest busy: in a process of
+        its own (bench/scaling_load.py), as `serve` runs ingest apart from its worker process; or,
+        with shared_loop, on this event loop (ESCALATION_WORKER_PROCESS=false: the scheduler has a
+        processor of its own and holds the ingest one's new decisions)."""
+        load_proc = None
+        if not shared_loop:
+            load_proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.scaling_load", "--redis-url", url, "--seed",
+                str(mode.seed_groups),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert load_proc.stdout is not None
+            if await load_proc.stdout.readline() != b"ready\n":
+                raise RuntimeError(f"the load process did not start (exit {await load_proc.wait()})")
         clock = ShiftedClock(window_base_ms - int(mode.lead_s * 1000) - Clock().now_ms())
         metrics = Metrics(CollectorRegistry())
         proc = TimedProcessor(self.store, lambda: self.timer_policies, clock, metrics)
         proc.expect(window)
         scheduler = Scheduler(self.store, proc, clock, metrics)
-        scheduler.hold_ingest = self.mix.timers_first
-        redis0, cpu0, t0 = cpu_seconds(self.server.pid), time.process_time(), time.monotonic()
+        if shared_loop:
+            scheduler.hold_ingest = self.mix.timers_first
+        redis0, cpu0, t0 = cpu_seconds(self.redis_pid), time.process_time(), time.monotonic()
+        load_cpu0 = cpu_seconds(load_proc.pid) if load_proc else 0.0
         task = asyncio.create_task(scheduler.run())
 
         async def all_fired() -> None:
@@ -222,11 +242,19 @@ class Growing:
 
         waiting = asyncio.create_task(all_fired())
         try:
-            load = await self.load_while(waiting)
+            if load_proc is None:
+                load = await self.load_while(waiting)
             await waiting
         finally:
             scheduler.stop()
             await asyncio.wait_for(task, 30)
+        if load_proc is not None:
+            load_cpu = cpu_seconds(load_proc.pid) - load_cpu0
+            assert load_proc.stdin is not None and load_proc.stdout is not None
+            load_proc.stdin.close()  # it stops and reports (communicate() would leave stdin open)
+            out = await load_proc.stdout.read()
+            await load_proc.wait()
+            load = json.loads(out) | {"process_cpu_cores": round(load_cpu / (time.monotonic() - t0), 2)}
         wall = time.monotonic() - t0
         fired = sorted(proc.lateness_ms)
         if not fired:
@@ -238,12 +266,13 @@ class Growing:
             "timers_lateness_p99_ms": timers.pct(fired, 99),
             "timers_lateness_max_ms": float(fired[-1]),
             "timers_scheduler_cpu_cores": round((time.process_time() - cpu0) / wall, 2),
-            "timers_redis_cpu_cores": round((cpu_seconds(self.server.pid) - redis0) / wall, 2),
+            "timers_redis_cpu_cores": round((cpu_seconds(self.redis_pid) - redis0) / wall, 2),
+            "timers_shared_loop": shared_loop,
             **{f"timers_{k}": v for k, v in load.items()},
         }
 
 
-async def run(mode: Mode, progress: Progress) -> Flat:
+async def run(mode: Mode, progress: Progress, shared_loop: bool = False) -> Flat:
     configure_logging("warning", "json")
     most = round(mode.timer_rate * mode.timer_window_s)  # timers due in a window, at most
     flat: Flat = {
@@ -272,7 +301,7 @@ async def run(mode: Mode, progress: Progress) -> Flat:
                     if not g.groups:  # the mix's groups, for its repeats (a few more open incidents)
                         await g.seed(mode.seed_groups)
                     # the timers fire while the mix runs; then the mix alone, for its own cost
-                    figures |= await g.fire(mode, window_base, due, due_ms)
+                    figures |= await g.fire(mode, window_base, due, due_ms, server.url, shared_loop)
                     figures |= await g.ingest(mode.webhooks)
                     figures["open_incidents_after"] = await g.open_now()
                     figures["redis_used_memory_mb"] = round(memory / 2**20, 1)
@@ -347,12 +376,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=list(MODES), default="default")
     parser.add_argument("--million", action="store_true", help="also 1,000,000 open incidents (~10 min more)")
+    parser.add_argument("--shared-loop", action="store_true", help="ingest load on the timers' event loop")
     parser.add_argument("--out", type=Path, help="also write the JSON there")
     args = parser.parse_args()
     mode = MODES[args.mode]
     if args.million:
         mode = dataclasses.replace(mode, sizes=(*mode.sizes, 1_000_000))
-    return run_alone("scaling", lambda progress: run_async(lambda: run(mode, progress)), markdown,
+    shared = args.shared_loop
+    return run_alone("scaling", lambda progress: run_async(lambda: run(mode, progress, shared)), markdown,
                      args.out, "redis-server stopped, temporary data removed")  # fmt: skip
 
 

@@ -121,12 +121,13 @@ class Load:
 
 
 class Sampler:
-    """(seconds since start, engine RSS MB, redis-server RSS MB, used_memory MB), every period."""
+    """(seconds since start, engine RSS MB, redis-server RSS MB, used_memory MB), every period. The
+    engine's RSS is its HTTP process's plus its worker process's."""
 
     def __init__(
-        self, pid: int | None, redis_pid: int | None, redis: Redis | None, progress: Progress
+        self, pids: list[int | None], redis_pid: int | None, redis: Redis | None, progress: Progress
     ) -> None:
-        self.pid, self.redis_pid, self.redis, self.progress = pid, redis_pid, redis, progress
+        self.pids, self.redis_pid, self.redis, self.progress = pids, redis_pid, redis, progress
         self.t0 = time.monotonic()
         self.samples: list[tuple[float, float, float, float]] = []
 
@@ -134,9 +135,10 @@ class Sampler:
         used = 0.0
         if self.redis is not None:
             used = int((await self.redis.info("memory"))["used_memory"]) / 2**20
-        engine, redis = rss_mb(self.pid), rss_mb(self.redis_pid)
-        if engine is None:
+        each, redis = [rss_mb(pid) for pid in self.pids], rss_mb(self.redis_pid)
+        if None in each:
             return
+        engine = round(sum(v for v in each if v is not None), 1)
         t = time.monotonic() - self.t0
         if self.samples and int(t // 60) > int(self.samples[-1][0] // 60):  # a line a minute
             self.progress(
@@ -172,7 +174,8 @@ async def soak(minutes: float, rate: float, retention_s: float, progress: Progre
         pid = server.proc.pid if server.proc else None
         if (server.data_dir / "redis.sock").exists():  # the embedded server's own socket
             redis = Redis(unix_socket_path=str(server.data_dir / "redis.sock"))
-        sampler = Sampler(pid, server.redis_pid, redis, progress)
+        pids = [pid, server.worker_pid]
+        sampler = Sampler(pids, server.redis_pid, redis, progress)
         progress(
             f"soak: {rate:g} webhooks/s for {minutes:g} min "
             f"(warm-up {warmup_s:.0f} s, sample every {period_s:.0f} s)"
@@ -188,7 +191,7 @@ async def soak(minutes: float, rate: float, retention_s: float, progress: Progre
             async def after_warmup() -> None:
                 nonlocal cpu0
                 await asyncio.sleep(warmup_s)
-                cpu0 = cpu_seconds(pid), time.monotonic()
+                cpu0 = sum(map(cpu_seconds, pids)), time.monotonic()
 
             marker = asyncio.create_task(after_warmup())
             try:
@@ -197,9 +200,9 @@ async def soak(minutes: float, rate: float, retention_s: float, progress: Progre
                 sampling.cancel()
                 marker.cancel()
             await sampler.sample()
-        engine_cores = (cpu_seconds(pid) - cpu0[0]) / (time.monotonic() - cpu0[1]) if cpu0 else 0.0
+        engine_cores = (sum(map(cpu_seconds, pids)) - cpu0[0]) / (time.monotonic() - cpu0[1]) if cpu0 else 0.0
         totals = await asyncio.to_thread(counters, server.base)
-        peak = rss_mb(pid, "VmHWM")
+        peak = sum(rss_mb(p, "VmHWM") or 0.0 for p in pids)
     finally:
         if redis is not None:
             await redis.aclose()

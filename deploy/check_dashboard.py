@@ -63,6 +63,7 @@ GAUGES = {
     "escalation_outbox_oldest_age_seconds",
     "escalation_breaker_state",
     "escalation_config_last_reload_successful",
+    "escalation_worker_restarts_total",
     "escalation_store_state_lost",
     "escalation_config_last_reload_success_timestamp_seconds",
     "escalation_heartbeat_last_seen_timestamp_seconds",

@@ -6,14 +6,15 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Literal
 
 import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from engine.api import actions, keys, webhook
 from engine.api.auth import make_auth
@@ -25,6 +26,7 @@ from engine.config import Settings
 from engine.delivery.links import LinkSecret
 from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
+from engine.exposition import Merged
 from engine.metrics import DISPATCH_QUEUE, Metrics
 from engine.notifiers import Notifier, build_notifiers, secret_problems
 from engine.policy.channels import CHANNEL_KINDS
@@ -38,6 +40,7 @@ from engine.store.base import Store
 from engine.store.connect import open_stores
 from engine.storewatch import StoreWatch
 from engine.web import setup_web
+from engine.worker import Control, WorkerProcess, worker_argv
 
 log = structlog.get_logger(__name__)
 CHANNEL_CONNECTIONS = 100  # per channel kind: aiohttp's default, once for each
@@ -66,9 +69,13 @@ class ChannelSessions:
 channel_sessions = web.AppKey("channel_sessions", ChannelSessions)
 notifier_set: web.AppKey[dict[str, Notifier]] = web.AppKey("notifiers")
 delivery_key = web.AppKey("delivery", Delivery)
+scheduler_key = web.AppKey("scheduler", Scheduler)
 Task = Callable[[], None]
+worker_key = web.AppKey("worker", WorkerProcess)
 # Redis connections per role, each its own pool: ingest and the API, due timers, delivery
 POOLS = {"api": 64, "timers": 16, "delivery": 64, "housekeeping": 4}
+# what one process runs: everything, or (serve's default) the HTTP side and the worker apart
+Role = Literal["all", "http", "worker"]
 
 
 class Wakeups:
@@ -98,13 +105,18 @@ def create_app(
     store: Store | None = None,
     notifiers: Mapping[str, Notifier] | None = None,
     registry: CollectorRegistry | None = None,
+    role: Role = "all",
+    control_fd: int | None = None,
 ) -> web.Application:
     """With no `store`, one is opened from settings (the embedded redis-server unless redis_url);
-    with no `notifiers`, they are built from the policies' channels (and rebuilt on reload)."""
+    with no `notifiers`, they are built from the policies' channels (and rebuilt on reload).
+    role "http" starts a worker process for the rest (engine.worker); "worker" is that process,
+    told of local commits over control_fd."""
     app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
     wiring = Wiring(
         settings, policies, clock or SystemClock(), registry or CollectorRegistry(), store, notifiers
     )
+    wiring.role, wiring.control_fd = role, control_fd
     app[keys.settings] = settings
     app[keys.metrics] = wiring.metrics
     app[WEBHOOK_COUNTER] = wiring.metrics.webhooks
@@ -116,8 +128,19 @@ def create_app(
         app.cleanup_ctx.append(ctx)
     setup_routes(app)
     setup_web(app)  # the console at /
-    app.router.add_get("/metrics", make_aiohttp_handler(wiring.metrics.registry))
+    app.router.add_get("/metrics", _metrics_handler(wiring.metrics.registry))
     return app
+
+
+def _metrics_handler(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def metrics(request: web.Request) -> web.Response:
+        worker = request.app.get(worker_key)
+        text = await worker.scrape() if worker is not None else None
+        response = await make_aiohttp_handler(Merged(registry, text))(request)
+        assert isinstance(response, web.Response)
+        return response
+
+    return metrics
 
 
 class Wiring:
@@ -140,19 +163,18 @@ class Wiring:
         self.given_store = store
         self.given_notifiers = notifiers
         self.stores: dict[str, Store] = {}  # by role (POOLS), once the store opens
+        self.redis_url = ""  # where the stores reach Redis, once open (the worker's too)
+        self.role: Role = "all"
+        self.control_fd: int | None = None
         record_policies(self.metrics, policies, clock.now_ms())
 
     def contexts(self) -> list[Callable[[web.Application], AsyncIterator[None]]]:
-        return [
-            self.store,
-            self.http,
-            self.notifiers,
-            self.delivery,
-            self.reloader,
-            self.scheduler,
-            self.gauges,
-            self.retention,
-        ]
+        if self.role == "http":
+            return [self.store, self.reloader, self.worker, self.gauges]
+        loops = [self.store, self.http, self.notifiers, self.delivery, self.reloader, self.scheduler]
+        if self.role == "worker":
+            return [*loops, self.retention, self.control]
+        return [*loops, self.gauges, self.retention]
 
     async def store(self, app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -161,6 +183,7 @@ class Wiring:
                 url, observe = self.settings.redis_url, self.metrics.observe_store
                 roles = await stack.enter_async_context(open_stores(url, self.settings, observe, POOLS))
                 self.stores.update(roles)
+                self.redis_url = roles.url
                 opened = roles["api"]
             else:
                 self.stores.update(dict.fromkeys(POOLS, opened))
@@ -204,7 +227,9 @@ class Wiring:
 
     async def reloader(self, app: web.Application) -> AsyncIterator[None]:
         def swapped(old: PolicySet, new: PolicySet) -> None:
-            if self.given_notifiers is None and old.channels != new.channels:
+            if worker_key in app:
+                app[worker_key].reload()  # the worker reads the same files
+            if delivery_key in app and self.given_notifiers is None and old.channels != new.channels:
                 app[delivery_key].notifiers = self.built_notifiers(new, app)
 
         reloader = Reloader(self.settings.policies, self.ref, self.metrics, self.clock, swapped)
@@ -219,13 +244,58 @@ class Wiring:
             self.stores["timers"], self.ref, self.clock, self.metrics, self.wakeups.committed
         )
         scheduler = Scheduler(self.stores["timers"], processor, self.clock, self.metrics, sleep_s)
-        scheduler.hold_ingest = ingest.timers_first  # due timers go before new ingest decisions
+        if self.role == "all":  # due timers go before new ingest decisions in this process
+            scheduler.hold_ingest = ingest.timers_first
         scheduler.on_outbox = self.wakeups.outbox_written
         self.wakeups.timer_listeners.append(scheduler.poke)
+        app[scheduler_key] = scheduler
         async with _running(
             scheduler.run(), scheduler.stop, self.settings.delivery_timeout_s + 1, "scheduler"
         ):
             yield
+
+    async def worker(self, app: web.Application) -> AsyncIterator[None]:
+        """The worker process (timers, delivery, retention), told of each local commit."""
+        argv = worker_argv(str(self.settings.policies), self.redis_url)
+        worker = WorkerProcess(argv, self.settings.delivery_timeout_s + 5, self.metrics.worker_restarts.inc)
+        await worker.start()
+        app[worker_key] = worker
+        self.wakeups.timer_listeners.append(worker.wake_timer)
+        self.wakeups.outbox_listeners.append(worker.wake_outbox)
+        try:
+            yield
+        finally:
+            await worker.stop()
+
+    async def control(self, app: web.Application) -> AsyncIterator[None]:
+        """The worker's side of the line to `serve`: wakes, reloads, metrics; stops if serve is gone."""
+        if self.control_fd is None:
+            yield  # a worker run on its own: it finds work by polling, as any replica does
+            return
+        scheduler, delivery = app[scheduler_key], app[delivery_key]
+        reloads: set[asyncio.Task[object]] = set()
+
+        def reload() -> None:
+            task = asyncio.create_task(app[keys.reloader].reload("serve reloaded"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        control = Control(
+            self.control_fd,
+            outbox=delivery.wake.set,
+            timer=scheduler.poke,
+            reload=reload,
+            metrics=lambda: generate_latest(self.metrics.registry),  # type: ignore[no-untyped-call]
+            parent_gone=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        )
+        reader = await control.open()
+        task = asyncio.create_task(control.serve(reader), name="control")
+        control.ready()
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, *reloads, return_exceptions=True)
 
     async def retention(self, app: web.Application) -> AsyncIterator[None]:
         """Resolved incidents leave Redis after the retention (archived first with archive_dir)."""

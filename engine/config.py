@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     link_secret_file: Path | None = None
     link_ttl_s: float = 86_400.0  # how long a link in a page stays usable
 
+    # serve runs timers, delivery and retention in a process of its own (engine.worker); false:
+    # all in one process, as `create_app` does (one core, or a separate `engine worker` deployment)
+    worker_process: bool = True
+
     max_body_bytes: int = 4 * 1024 * 1024
     max_inflight_webhooks: int = 64  # more at once wait (below), then are shed with 503 + Retry-After
     webhook_queue_s: float = 0.5  # how long one past the cap waits for a slot (4 x the cap may wait)

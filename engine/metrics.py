@@ -218,6 +218,11 @@ class Metrics:
             "Decisions re-read and re-decided after losing a race with another writer",
             registry=registry,
         )
+        self.worker_restarts = Counter(
+            "escalation_worker_restarts_total",
+            "Times serve restarted its worker process (timers, delivery) after it exited",
+            registry=registry,
+        )
         self.config_ok = Gauge(
             "escalation_config_last_reload_successful",
             "1 when the last policy load or reload succeeded",

@@ -20,6 +20,7 @@ from engine.cli import (
     schema,
     serve,
     simulate,
+    worker,
 )
 
 # a verb module has HELP, add_arguments(parser) and run(args) -> exit code
@@ -37,6 +38,7 @@ VERBS: dict[str, ModuleType] = {
     "report": report,
     "export": export,
     "import": importer,
+    "worker": worker,
 }
 
 

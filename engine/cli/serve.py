@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"escalation-engine: refusing to start: {problem}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, policies)
+    app = create_app(settings, policies, role="http" if settings.worker_process else "all")
     scheme = "https" if tls else "http"
     try:
         serve(app, host, port, Limits.of(settings), tls, lambda site: _started(settings, scheme, site.port))

@@ -151,10 +151,16 @@ async def open_store(
         yield stores["api"]
 
 
+class Stores(dict[str, RedisStore]):
+    """The stores by role, and the URL they reach Redis at (the embedded server's, if started)."""
+
+    url = ""
+
+
 @asynccontextmanager
 async def open_stores(
     url: str | None, settings: Settings, observe: Observer, pools: Mapping[str, int]
-) -> AsyncIterator[dict[str, RedisStore]]:
+) -> AsyncIterator[Stores]:
     """One store per role on the same Redis, each with a connection pool of its own size: a
     role that has used up its pool waits for its own connections, never for another role's
     (a storm of webhooks or of deliveries cannot make a due timer wait for a connection)."""
@@ -167,7 +173,8 @@ async def open_stores(
             )
             url = embedded.url
             log.info("embedded_redis_started", data_dir=str(settings.data_dir), url=url)
-        stores = {}
+        stores = Stores()
+        stores.url = url
         for role, max_connections in pools.items():
             store = RedisStore(
                 await connect(url, max_connections),

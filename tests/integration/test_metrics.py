@@ -36,6 +36,7 @@ CONTRACT = {
     "escalation_store_errors_total",
     "escalation_commit_conflicts_total",
     "escalation_config_last_reload_successful",
+    "escalation_worker_restarts_total",
     "escalation_config_last_reload_success_timestamp_seconds",
 }
 # every series the workload below makes, with room for more severities; most are per channel
