@@ -250,7 +250,8 @@ class Growing:
             await asyncio.wait_for(task, 30)
         if load_proc is not None:
             load_cpu = cpu_seconds(load_proc.pid) - load_cpu0
-            assert load_proc.stdin is not None and load_proc.stdout is not None
+            assert load_proc.stdin is not None
+            assert load_proc.stdout is not None
             load_proc.stdin.close()  # it stops and reports (communicate() would leave stdin open)
             out = await load_proc.stdout.read()
             await load_proc.wait()

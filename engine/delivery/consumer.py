@@ -4,6 +4,7 @@ worker are consumers of their own streams."""
 
 import abc
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,11 @@ class DeliveryConfig:
     backoff_max_s: float = 300.0
     max_attempts: int = 12
     public_url: str = ""
-    batch: int = 50
+    # entries read per shard stream at a step (16 shards: at most 32 started at once). A bigger
+    # read starts a burst of sends whose CPU holds every other queue's pages (bench e2e: a
+    # Slack answering in 2 s read 100 at a time, and PagerDuty pages waited 200-300 ms)
+    batch: int = 2
+    in_hand: int = 400  # entries being handled at most; reading waits beyond
     rate_wait_max_s: float = 1.5  # a rate-limit wait longer than this parks the send instead
     breaker_failures: int = 5
     breaker_open_s: float = 30.0
@@ -74,9 +79,15 @@ class Consumer(abc.ABC):
         self.label = channel or DISPATCH_QUEUE
         self.wake = asyncio.Event()
         self._stopping = False
+        # entries read and not finished, and per incident the task handling its entries in order:
+        # a slow send holds its own incident's later entries, never another incident's
+        self._unfinished: dict[str, Pending] = {}
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._full = False
 
     def stop(self) -> None:
-        """Finish the batch in hand, then return from run()."""
+        """Finish the entries in hand, then return from run()."""
         self._stopping = True
         self.wake.set()
 
@@ -84,36 +95,50 @@ class Consumer(abc.ABC):
         config = self.shared.config
         await self._ensure_group()
         last_claim = 0.0
-        while not self._stopping:
-            self.wake.clear()  # before the step: a wake that arrives during it is not lost
-            try:
-                claim = time.monotonic() - last_claim > config.claim_idle_s / 4
-                if claim:
-                    last_claim = time.monotonic()
-                if await self.step(claim):
-                    continue
-            except StoreError as exc:
-                log.warning("delivery_store_unavailable", queue=self.label, error=str(exc))
-            except Exception as exc:  # the loop must outlive any one bad entry
-                log.exception("delivery_loop_error", queue=self.label, error=repr(exc))
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                async with asyncio.timeout(config.poll_s):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
+        try:
+            while not self._stopping:
+                self.wake.clear()  # before the step: a wake that arrives during it is not lost
+                try:
+                    self._full = len(self._unfinished) >= config.in_hand
+                    if not self._full:
+                        claim = time.monotonic() - last_claim > config.claim_idle_s / 4
+                        if claim:
+                            last_claim = time.monotonic()
+                        if await self.step(claim, wait=False):
+                            continue
+                except StoreError as exc:
+                    log.warning("delivery_store_unavailable", queue=self.label, error=str(exc))
+                except Exception as exc:  # the loop must outlive any one bad entry
+                    log.exception("delivery_loop_error", queue=self.label, error=repr(exc))
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    async with asyncio.timeout(config.poll_s):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await asyncio.gather(*self._chains.values(), return_exceptions=True)
+            await self._stop_keeper()
 
-    async def step(self, claim: bool = False) -> int:
+    async def step(self, claim: bool = False, wait: bool = True) -> int:
         """One pass: move due retries back onto the stream (first: a busy stream must not starve
-        them), then read (and claim stale) entries and handle them. Returns how many entries it
-        moved or handled (0: nothing to do)."""
+        them), then read (and claim stale) entries and start handling them; with `wait`, until
+        they are handled. Returns how many entries it moved or read (0: nothing to do)."""
         s, config = self.shared, self.shared.config
         pumped = await s.store.pump_retries(s.clock.now_ms(), channel=self.channel)
         entries = await s.store.read_outbox(config.consumer, config.batch, self.channel)
         if claim:
             idle_ms = int(config.claim_idle_s * 1000)
             entries += await s.store.claim_stale(config.consumer, idle_ms, config.batch, self.channel)
+        entries = [e for e in entries if e.entry_id not in self._unfinished]  # already in hand
         if entries:
-            await self._handle_batch(entries)
+            started = self._start(entries)
+            if wait:
+                results = await asyncio.gather(*started, return_exceptions=True)
+                if not self._unfinished:
+                    await self._stop_keeper()
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
         return pumped + len(entries)
 
     async def _ensure_group(self) -> None:
@@ -125,48 +150,65 @@ class Consumer(abc.ABC):
                 log.warning("delivery_store_unavailable", queue=self.label, error=str(exc))
                 await asyncio.sleep(self.shared.config.poll_s)
 
-    async def _handle_batch(self, entries: list[Pending]) -> None:
-        """Incidents in parallel; one incident's entries in order, so an ack never overtakes its page."""
+    def _start(self, entries: list[Pending]) -> list[asyncio.Task[None]]:
+        """Incidents in parallel; one incident's entries in order, after those it has in hand
+        already, so an acknowledgement never overtakes its page."""
         by_incident: dict[str, list[Pending]] = {}
         for e in entries:
             key = e.message.incident_id if isinstance(e, OutboxEntry) else e.entry_id
             by_incident.setdefault(key, []).append(e)
+        started = []
+        for key, group in by_incident.items():
+            self._unfinished.update((e.entry_id, e) for e in group)
+            task = asyncio.create_task(self._in_order(self._chains.get(key), group))
+            self._chains[key] = task
+            task.add_done_callback(functools.partial(self._finished, key))
+            started.append(task)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_alive())
+        return started
 
-        unfinished = {e.entry_id: e for e in entries}
-
-        async def in_order(group: list[Pending]) -> None:
-            for e in group:
-                try:
-                    await self.handle(e)
-                finally:
-                    unfinished.pop(e.entry_id, None)
-
-        keeper = asyncio.create_task(self._keep_alive(unfinished))
+    async def _in_order(self, previous: "asyncio.Task[None] | None", group: list[Pending]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own; only the order matters here
         try:
-            # every group runs to its end before the next read, even when one fails: a group
-            # still running would race the next batch (an acknowledgement overtaking its page)
-            results = await asyncio.gather(
-                *(in_order(g) for g in by_incident.values()), return_exceptions=True
-            )
-        finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+            for e in group:
+                await self.handle(e)
+                self._unfinished.pop(e.entry_id, None)
+        finally:  # after a store error the rest stay pending in Redis, claimed again once idle
+            for e in group:
+                self._unfinished.pop(e.entry_id, None)
 
-    async def _keep_alive(self, unfinished: dict[str, Pending]) -> None:
+    def _finished(self, key: str, task: "asyncio.Task[None]") -> None:
+        if self._chains.get(key) is task:
+            del self._chains[key]
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StoreError):
+            log.warning("delivery_store_unavailable", queue=self.label, error=str(error))
+        elif error is not None:
+            log.error("delivery_loop_error", queue=self.label, error=repr(error))
+        if self._full and len(self._unfinished) < self.shared.config.in_hand:
+            self._full = False
+            self.wake.set()  # room again: read on
+
+    async def _keep_alive(self) -> None:
         """While entries are in hand (a slow send, a rate-limit wait), claim them again for this
         consumer every third of the claim window: only a dead replica's entries ever look idle,
         so the window can be seconds without another replica sending the same page meanwhile."""
         s = self.shared
-        while True:
+        while self._unfinished:
             await asyncio.sleep(s.config.claim_idle_s / 3)
-            if unfinished:
+            if self._unfinished:
                 try:
-                    await s.store.keep(s.config.consumer, list(unfinished.values()), self.channel)
+                    await s.store.keep(s.config.consumer, list(self._unfinished.values()), self.channel)
                 except StoreError as exc:
                     log.warning("delivery_keepalive_failed", queue=self.label, error=str(exc))
+
+    async def _stop_keeper(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
 
     async def handle(self, entry: Pending) -> None:
         """Deliver one entry; an error that is not a delivery outcome (a bug, bad data) is retried

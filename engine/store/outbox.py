@@ -49,6 +49,19 @@ class RedisOutbox(RedisShared):
                     raise StoreError(f"create delivery group: {exc}") from exc
 
     async def read_outbox(self, consumer: str, count: int, channel: str = keys.DISPATCH) -> list[Pending]:
+        if self.batcher is not None:  # standalone: every shard's stream in one command
+            streams = [keys.stream(channel, shard) for shard in range(keys.SHARDS)]
+            shard_of = {stream.encode(): shard for shard, stream in enumerate(streams)}
+            group: list[str | int] = ["GROUP", keys.DELIVERY_GROUP, consumer, "COUNT", count]
+            rows = await self.command(
+                "read outbox", "XREADGROUP", *group, "STREAMS", *streams, *[">"] * len(streams)
+            )
+            return [
+                _pending(shard_of[stream], entry_id, fields, channel)
+                for stream, entries in (rows or [])
+                for entry_id, fields in entries
+            ]
+
         async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
@@ -146,6 +159,17 @@ class RedisOutbox(RedisShared):
         await self._call("ack delivery", lambda: self.scripts["done"](keys=ks, args=args))
 
     async def pump_retries(self, now_ms: int, limit: int = 100, channel: str = keys.DISPATCH) -> int:
+        if self.batcher is not None:  # standalone: every shard's pair of keys in one script
+            ks = [
+                k
+                for shard in range(keys.SHARDS)
+                for k in (keys.parked(channel, shard), keys.stream(channel, shard))
+            ]
+            return int(
+                await self._call(
+                    "move due retries", lambda: self.scripts["pump"](keys=ks, args=[now_ms, limit])
+                )
+            )
         moved = 0
         for shard in range(keys.SHARDS):
             ks = [keys.parked(channel, shard), keys.stream(channel, shard)]

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -305,3 +305,39 @@ async def test_a_slow_send_is_kept_alive_and_never_taken_over_by_another_replica
     assert await rig.store.claim_stale("other", min_idle_ms=600, count=10, channel="pagerduty") == []
     assert await sending == 1
     assert len(rig.pd.requests) == 1
+
+
+async def until(check: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110 - the sink has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def test_a_slow_send_holds_only_its_own_incident_never_the_pages_read_after_it(rig: Rig) -> None:
+    """No head-of-line blocking: while one page takes 1.5 s at PagerDuty, another incident's page,
+    read after it, goes out at once; the slow incident's acknowledgement waits for its page."""
+    slow_id = await open_incident(rig)
+    delivery = rig.delivery(poll_s=0.05)
+    await delivery.ensure_groups()
+    rig.pd.script(Reply(202, {"status": "success"}, delay_s=1.5))  # the notifier waits 2 s
+    running = asyncio.create_task(delivery.run())
+    try:
+        await until(lambda: len(rig.pd.requests) == 1, 5)  # the slow page is in flight
+        await rig.proc.act(slow_id, Acknowledge("alice"))
+        other = body("01-firing-single.json")
+        other["groupKey"] = '{}:{alertname="Another"}'
+        other["alerts"][0]["labels"]["instance"] = "another-host"
+        other["alerts"][0]["fingerprint"] = "0123456789abcdef"
+        other_id = (await rig.proc.ingest(parse_payload(other)[1])).incidents[0]
+        delivery.dispatcher.wake.set()
+        # well before the slow answer (the sink records an event as it arrives, before its delay)
+        await until(lambda: [e["dedup_key"] for e in rig.pd.events] == [slow_id, other_id], 1)
+        assert len(rig.pd.requests) == 2  # and the acknowledgement is still held behind its page
+        await until(lambda: len(rig.pd.events) == 3, 5)
+        assert [e["event_action"] for e in rig.pd.events if e["dedup_key"] == slow_id] == [
+            "trigger",
+            "acknowledge",
+        ]
+    finally:
+        delivery.stop()
+        await running
