@@ -15,7 +15,8 @@ from engine.store.base import Store
 log = structlog.get_logger(__name__)
 BATCH = 500  # per shard
 CONCURRENCY = 16  # decisions in flight, each on a connection of its own (a Cluster)
-PIPELINED = 256  # with a standalone Redis: their reads and commits share pipelines (store.batch)
+PIPELINED = 512  # with a standalone Redis: their reads and commits share pipelines (store.batch);
+# a storm of 40k due timers fired 4,700/s at 256 in flight, 5,400-5,900/s at 512 or 1,024
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 

@@ -66,6 +66,12 @@ MatcherText = Annotated[str, AfterValidator(_check_matcher)]
 TargetText = Annotated[str, AfterValidator(_check_target)]
 
 
+def _private(model: Model, name: str) -> Any:
+    """A private attribute, read without pydantic's __getattr__ (1.5 µs, against 0.05 µs
+    here): the state machine reads these for every decision (timer storm profile: 7 %)."""
+    return model.__pydantic_private__[name]  # type: ignore[index]
+
+
 class Severity(Model):
     description: str = ""
     ack_within: DurationMs | None = None
@@ -77,7 +83,7 @@ class Severity(Model):
 
     @property
     def calendar(self) -> Calendar | None:
-        return self._calendar
+        return _private(self, "_calendar")  # type: ignore[no-any-return]
 
 
 class Rule(Model):
@@ -161,7 +167,7 @@ class Level(Model):
     @property
     def calendar(self) -> Calendar | None:
         """The `during` calendar, resolved when the policy set is validated."""
-        return self._calendar
+        return _private(self, "_calendar")  # type: ignore[no-any-return]
 
 
 class EscalationPolicy(Model):
@@ -186,7 +192,7 @@ class EscalationPolicy(Model):
 
     def reaches_nobody(self, level: int) -> bool:
         """Set by the state machine for the instant it decides at (see escalation.ladder_of)."""
-        return level in self._empty
+        return level in _private(self, "_empty")
 
     def cycle_ms(self) -> int:
         """Length of one pass of the ladder: last level's offset plus the pause before repeating."""
