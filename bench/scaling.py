@@ -256,6 +256,7 @@ class Growing:
             out = await load_proc.stdout.read()
             await load_proc.wait()
             load = json.loads(out) | {"process_cpu_cores": round(load_cpu / (time.monotonic() - t0), 2)}
+            load = {f"load_{k}" if k == "process_cpu_cores" else k: v for k, v in load.items()}
         wall = time.monotonic() - t0
         fired = sorted(proc.lateness_ms)
         if not fired:
@@ -337,7 +338,7 @@ def markdown(flat: Flat) -> list[str]:
 
     head = ["open incidents", "ingest webhooks/s", "engine CPU ms / webhook", "redis CPU ms / webhook",
             "commit conflicts", "timers fired", "ingest meanwhile webhooks/s", "lateness p50 ms", "p99 ms",
-            "max ms", "process CPU cores",
+            "max ms", "timers process CPU cores", "load process CPU cores",
             "Redis used_memory MB"]  # fmt: skip
     rows = [[g(k, "open_incidents"), g(k, "ingest_webhooks_per_s"),
              f"**{g(k, 'ingest_cpu_ms_per_webhook')}**",
@@ -345,20 +346,30 @@ def markdown(flat: Flat) -> list[str]:
              f"{g(k, 'timers_fired')} / {g(k, 'timers_due')}", g(k, "timers_load_webhooks_per_s"),
              g(k, "timers_lateness_p50_ms"),
              f"**{g(k, 'timers_lateness_p99_ms')}**", g(k, "timers_lateness_max_ms"),
-             g(k, "timers_scheduler_cpu_cores"), g(k, "redis_used_memory_mb")] for k in sizes]  # fmt: skip
+             g(k, "timers_scheduler_cpu_cores"), g(k, "timers_load_process_cpu_cores"),
+             g(k, "redis_used_memory_mb")] for k in sizes]  # fmt: skip
     lo, hi = label(min(sizes)), label(max(sizes))
     r = f"scaling.ratio_{hi}_to_{lo}."
+    if flat.get(f"scaling.open_{lo}.timers_shared_loop"):
+        load = (
+            "in the same process and event loop (`--shared-loop`: the engine with "
+            "ESCALATION_WORKER_PROCESS=false; the scheduler holds new ingest decisions while it fires)"
+        )
+    else:
+        load = (
+            "in a process of its own (`bench/scaling_load.py`), as `serve` runs ingest apart from its "
+            "worker process (`--shared-loop` runs it on the timers' event loop instead)"
+        )
     return [
         "## Scaling: ingest and timers against the number of open incidents",
         "",
         "`bench/scaling.py`: one embedded redis-server (fsync=always) grows to each size through "
         "`Processor.ingest` (one-alert incidents, each with one pending timer); then, at that size, "
-        f"`Scheduler.run` while {_n(flat.get('scaling.timers_due_per_s'))} timers/s fall due and, in "
-        "the same process and event loop, the ingest mix runs flat out beside it, 32 webhooks at a "
-        "time (the 3-alert fixture on `bench/policies/ingest`, 20 % new groups, 80 % repeats; the "
-        "scheduler holds new ingest decisions while it fires, as in `serve`); then "
+        f"`Scheduler.run` while {_n(flat.get('scaling.timers_due_per_s'))} timers/s fall due and, "
+        f"{load}, the ingest mix runs flat out, 32 webhooks at a time (the 3-alert fixture on "
+        "`bench/policies/ingest`, 20 % new groups, 80 % repeats); then "
         f"{_n(flat.get('scaling.open_' + lo + '.ingest_webhooks'))} webhooks of the mix alone, for "
-        "its own cost. Process CPU: the whole process while the timers fired (timers and load). The cost "
+        "its own cost. Process CPU while the timers fired: the timers' process, and the load's. The cost "
         f"should stay flat: {hi} / {lo} = **{_n(flat.get(r + 'ingest_cpu_ms_per_webhook'))}** for CPU per "
         f"webhook, **{_n(flat.get(r + 'timers_lateness_p99_ms'))}** for timer lateness p99.",
         "",
