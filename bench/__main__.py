@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench import ingest, report
 from bench.parts import PARTS, PLANS, Flat, ingest_available
+from engine import gctune
 
 BENCH = Path(__file__).resolve().parent
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, ingest._exit_once)  # unwind through the finally blocks: stop servers
     signal.signal(signal.SIGINT, ingest._exit_once)
     started = time.monotonic()
+    gctune.tune()  # the parts that run the engine's code in this process get what serve and its worker get
 
     def progress(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f} s] {line}", flush=True)

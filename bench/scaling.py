@@ -43,6 +43,7 @@ from bench.incident_size import conflicts, run_async
 from bench.repeats import Clock, cpu_s, group
 from bench.standalone import Flat, Progress, add_ratios, cell, run_alone
 from bench.timers import HOUR_MS, FixedClock, ShiftedClock, TimedProcessor, cpu_seconds, git_state
+from engine import gctune
 from engine.ingest.alertmanager import parse_payload
 from engine.logs import configure_logging
 from engine.metrics import Metrics
@@ -229,6 +230,7 @@ class Growing:
         proc = TimedProcessor(self.store, lambda: self.timer_policies, clock, metrics)
         proc.expect(window)
         scheduler = Scheduler(self.store, proc, clock, metrics)
+        gctune.tune()  # as `engine worker` does once started
         if shared_loop:
             scheduler.hold_ingest = self.mix.timers_first
         redis0, cpu0, t0 = cpu_seconds(self.redis_pid), time.process_time(), time.monotonic()

@@ -14,6 +14,7 @@ import json
 import sys
 
 from bench.scaling import Growing
+from engine import gctune
 from engine.logs import configure_logging
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
@@ -26,6 +27,7 @@ async def run(url: str, seed: int, first_group: int) -> dict[str, float | int]:
         mix = Growing(store, None)
         mix.next_group = itertools.count(first_group)  # apart from the bench process's groups
         await mix.seed(seed)
+        gctune.tune()  # as serve does once started
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
         stdin = asyncio.StreamReader()

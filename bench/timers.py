@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from engine import gctune  # noqa: E402
 from engine.alerts import Alert, AlertStatus  # noqa: E402
 from engine.events import Decision  # noqa: E402
 from engine.logs import configure_logging  # noqa: E402
@@ -242,6 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 store.due_timers = due_timers  # type: ignore[method-assign, assignment]
                 store.next_due_ms = next_due  # type: ignore[method-assign]
                 scheduler = Scheduler(store, processor, clock, metrics)
+                gctune.tune()  # as `engine worker` does once started
                 cpu0 = cpu_seconds(server.pid), time.process_time(), time.monotonic()
                 spy = start_profiler(args.profile, args.lead + args.spread) if args.profile else None
                 task = asyncio.create_task(scheduler.run())

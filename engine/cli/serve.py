@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from engine import gctune
 from engine.cli.problems import load_or_report
 from engine.errors import EngineError
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, policies, role="http" if settings.worker_process else "all")
+    gctune.tune()
     scheme = "https" if tls else "http"
     try:
         serve(app, host, port, Limits.of(settings), tls, lambda site: _started(settings, scheme, site.port))

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from engine import gctune
 from engine.cli.problems import load_or_report
 
 HELP = "run timers and delivery only (serve starts one by itself)"
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, policies, role="worker", control_fd=args.control_fd)
+    gctune.tune()
     asyncio.run(_run(app))
     return 0
 
