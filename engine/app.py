@@ -114,9 +114,9 @@ def create_app(
     told of local commits over control_fd."""
     app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
     wiring = Wiring(
-        settings, policies, clock or SystemClock(), registry or CollectorRegistry(), store, notifiers
-    )
-    wiring.role, wiring.control_fd = role, control_fd
+        settings, policies, clock or SystemClock(), registry or CollectorRegistry(), store, notifiers,
+        role, control_fd,
+    )  # fmt: skip
     app[keys.settings] = settings
     app[keys.metrics] = wiring.metrics
     app[WEBHOOK_COUNTER] = wiring.metrics.webhooks
@@ -154,6 +154,8 @@ class Wiring:
         registry: CollectorRegistry,
         store: Store | None,
         notifiers: Mapping[str, Notifier] | None,
+        role: Role = "all",
+        control_fd: int | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -164,8 +166,8 @@ class Wiring:
         self.given_notifiers = notifiers
         self.stores: dict[str, Store] = {}  # by role (POOLS), once the store opens
         self.redis_url = ""  # where the stores reach Redis, once open (the worker's too)
-        self.role: Role = "all"
-        self.control_fd: int | None = None
+        self.role = role
+        self.control_fd = control_fd
         record_policies(self.metrics, policies, clock.now_ms())
 
     def contexts(self) -> list[Callable[[web.Application], AsyncIterator[None]]]:

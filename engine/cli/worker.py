@@ -6,9 +6,13 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import gctune
 from engine.cli.problems import load_or_report
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 HELP = "run timers and delivery only (serve starts one by itself)"
 
@@ -43,10 +47,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(app: "object") -> None:
+async def _run(app: "web.Application") -> None:
     from aiohttp import web
 
-    assert isinstance(app, web.Application)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

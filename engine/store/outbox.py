@@ -23,6 +23,16 @@ def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes], channel: s
         return UnreadableEntry(shard, entry_id.decode(), raw, problem, channel)
 
 
+def _entries(rows: list[Any], streams: list[str], channel: str) -> list[Pending]:
+    """XREADGROUP's [stream, [(id, fields), ...]] rows as entries of the shards those streams are."""
+    shard_of = {stream.encode(): shard for shard, stream in enumerate(streams)}
+    return [
+        _pending(shard_of[bytes(stream)], entry_id, fields, channel)
+        for stream, entries in rows
+        for entry_id, fields in entries
+    ]
+
+
 def _channel_of(message: OutboxMessage) -> str:
     """Where a message goes: its address's channel queue once narrowed, else the dispatch stream."""
     return message.address.channel if message.address is not None else keys.DISPATCH
@@ -49,31 +59,20 @@ class RedisOutbox(RedisShared):
                     raise StoreError(f"create delivery group: {exc}") from exc
 
     async def read_outbox(self, consumer: str, count: int, channel: str = keys.DISPATCH) -> list[Pending]:
+        streams = [keys.stream(channel, shard) for shard in range(keys.SHARDS)]
         if self.batcher is not None:  # standalone: every shard's stream in one command
-            streams = [keys.stream(channel, shard) for shard in range(keys.SHARDS)]
-            shard_of = {stream.encode(): shard for shard, stream in enumerate(streams)}
             group: list[str | int] = ["GROUP", keys.DELIVERY_GROUP, consumer, "COUNT", count]
             rows = await self.command(
                 "read outbox", "XREADGROUP", *group, "STREAMS", *streams, *[">"] * len(streams)
             )
-            return [
-                _pending(shard_of[stream], entry_id, fields, channel)
-                for stream, entries in (rows or [])
-                for entry_id, fields in entries
-            ]
+            return _entries(rows or [], streams, channel)
 
-        async def read() -> list[Pending]:
+        async def read() -> list[Pending]:  # a Cluster: one command per shard (each its own slot)
             async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    stream = {keys.stream(channel, shard): ">"}
-                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, stream, count=count)  # type: ignore[arg-type]
+                for stream in streams:
+                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {stream: ">"}, count=count)
                 rows = await pipe.execute()
-            return [
-                _pending(shard, entry_id, fields, channel)
-                for shard, row in enumerate(rows)
-                for _stream, entries in (row or [])
-                for entry_id, fields in entries
-            ]
+            return _entries([r for row in rows for r in (row or [])], streams, channel)
 
         return await self._run("read outbox", read)
 
