@@ -29,7 +29,8 @@ class Plan:
     ingest_duration_s: int
     ingest_echo_warmup_s: int
     ingest_echo_duration_s: int
-    timer_runs: tuple[tuple[int, float, str], ...]  # (open incidents, due across s, "rate" | "storm")
+    # (open incidents, due across s, "rate" | "storm" | "burst": all due at one instant)
+    timer_runs: tuple[tuple[int, float, str], ...]
     timer_lead_s: float
     timer_max_wait_s: float
     repeats_groups: int
@@ -64,7 +65,13 @@ PLANS = {
         ingest_duration_s=10,
         ingest_echo_warmup_s=1,
         ingest_echo_duration_s=4,
-        timer_runs=((1_000, 2, "rate"), (10_000, 20, "rate"), (100_000, 200, "rate"), (100_000, 10, "storm")),
+        timer_runs=(
+            (1_000, 2, "rate"),
+            (10_000, 20, "rate"),
+            (100_000, 200, "rate"),
+            (100_000, 10, "storm"),
+            (100_000, 0, "burst"),
+        ),
         timer_lead_s=3,
         timer_max_wait_s=60,
         repeats_groups=300,
@@ -86,7 +93,7 @@ PLANS = {
         ingest_duration_s=6,
         ingest_echo_warmup_s=1,
         ingest_echo_duration_s=3,
-        timer_runs=((5_000, 10, "rate"), (10_000, 1, "storm")),
+        timer_runs=((5_000, 10, "rate"), (10_000, 1, "storm"), (10_000, 0, "burst")),
         timer_lead_s=2,
         timer_max_wait_s=15,
         repeats_groups=100,
@@ -169,9 +176,10 @@ def run_timers(plan: Plan, progress: Progress) -> Flat:
     handler = signal.getsignal(signal.SIGTERM)
     memory_from = 0
     for k, spread, kind in plan.timer_runs:
-        rate = round(k / spread)
-        pre = f"timers.{k_label(k)}." + ("storm" if kind == "storm" else f"rate_{rate}")
-        progress(f"timers {pre}: opening {k:,} incidents, due across {spread:g} s ({rate:,}/s)")
+        rate = round(k / spread) if spread else None
+        pre = f"timers.{k_label(k)}." + (kind if kind != "rate" else f"rate_{rate}")
+        when = f"due across {spread:g} s ({rate:,}/s)" if rate else "all due at one instant"
+        progress(f"timers {pre}: opening {k:,} incidents, {when}")
         ns = argparse.Namespace(
             incidents=k,
             spread=spread,
@@ -190,7 +198,7 @@ def run_timers(plan: Plan, progress: Progress) -> Flat:
         flat |= {
             f"{pre}.open_incidents": k,
             f"{pre}.due_across_s": spread,
-            f"{pre}.due_per_s": rate,
+            **({f"{pre}.due_per_s": rate} if rate else {}),
             f"{pre}.fired": r["fired"],
             f"{pre}.unfired": k - r["fired"],
             f"{pre}.fired_per_s": round(r["fired"] / window_s) if window_s > 0 else 0,

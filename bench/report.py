@@ -206,9 +206,10 @@ def _timers(f: Flat) -> list[str]:
         "",
         "`bench/timers.py`: K incidents opened through `Processor.ingest`, each with one level-2 timer; "
         "the due instants are spread evenly across the window; `Scheduler.run` fires them against "
-        "the embedded redis-server (fsync=always). Lateness = commit time - due time. A storm is "
-        "more timers due per second than the scheduler can fire. fired/s = timers fired / (first "
-        "due → last fire).",
+        "the embedded redis-server (fsync=always). Lateness = commit time - due time. fired/s = "
+        "timers fired / (first due → last fire): in a storm it cannot exceed due/s, and a scheduler "
+        "that keeps pace fires at the due rate with small lateness; a burst (all due at one instant) "
+        "shows how many the scheduler can fire per second.",
         "",
         *_table(head, ["---", *["---:"] * 10], rows),
         "",

@@ -25,7 +25,7 @@ from engine.policy.heartbeats import silence_alert
 from engine.policy.models import PolicySet
 from engine.policy.routing import incident_key, route
 from engine.store import keys
-from engine.store.base import Store
+from engine.store.base import DueTimer, Store
 
 log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 20
@@ -189,6 +189,44 @@ class Processor:
             if wanted != due_ms:
                 await self.store.repair_timer(incident_id, due_ms, wanted)
         return d
+
+    async def fire_due(self, due: list[DueTimer]) -> tuple[list[tuple[DueTimer, Decision]], list[DueTimer]]:
+        """Due timers read with their incidents (Store.due_incidents), decided and committed as
+        one batch: a storm's thousands of timers take one pipeline, not a task and a read each.
+        Returns the (timer, decision) pairs committed, and the timers left to `fire` one by one:
+        heartbeats, stale or gone incidents, a commit lost to a concurrent writer, a failure."""
+        policies = self.policies()
+        now = self.clock.now_ms()
+        commits: list[tuple[DueTimer, Incident, Decision, TimerFired]] = []
+        rest: list[DueTimer] = []
+        for t in due:
+            if t.incident is None:
+                rest.append(t)
+                continue
+            event = TimerFired(t.due_ms)
+            try:
+                d = decide(t.incident, event, now, policies)
+            except Exception:  # fire() decides it again alone, where the scheduler reports it
+                rest.append(t)
+                continue
+            if d.changed and d.incident is not None:
+                commits.append((t, t.incident, d, event))
+            else:  # stale: fire() makes the timers set agree with the incident
+                rest.append(t)
+        if not commits:
+            return [], rest
+        results = await self.store.commit_many([(p, d, now, _outbox(d, now)) for _, p, d, _ in commits])
+        done = []
+        for (t, previous, d, event), written in zip(commits, results, strict=True):
+            if written is True:
+                self._observe(previous, d, event)
+                self.on_commit(d)
+                done.append((t, d))
+                continue
+            if written is False:
+                self.metrics.commit_conflicts.inc()
+            rest.append(t)
+        return done, rest
 
     async def open_manual(self, req: ManualIncident) -> Incident:
         """Open an incident by hand; raises IngestError (422) naming a bad field."""

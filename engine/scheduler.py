@@ -1,6 +1,7 @@
 """Sleeps until the earliest due timer (woken early when a sooner one is set); fires it via decide()."""
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -8,15 +9,17 @@ import structlog
 
 from engine.clock import Clock
 from engine.errors import StoreError
+from engine.events import Decision
 from engine.metrics import Metrics
 from engine.processor import Processor
-from engine.store.base import Store
+from engine.store import keys
+from engine.store.base import DueTimer, Store
 
 log = structlog.get_logger(__name__)
 BATCH = 500  # per shard
 CONCURRENCY = 16  # decisions in flight, each on a connection of its own (a Cluster)
-PIPELINED = 512  # with a standalone Redis: their reads and commits share pipelines (store.batch);
-# a storm of 40k due timers fired 4,700/s at 256 in flight, 5,400-5,900/s at 512 or 1,024
+PIPELINED = 128  # timers decided per batch with a standalone Redis: their commits share pipelines
+LANES = 8  # batches in hand at once: one decided while the one before it is in Redis
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
@@ -50,6 +53,9 @@ class Scheduler:
         if due_ms is not None and due_ms < self._sleep_until_ms:
             self.wake.set()
 
+    def _late(self, due_ms: int) -> None:
+        self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
+
     def stop(self) -> None:
         self._stopping = True
         self.wake.set()
@@ -75,7 +81,6 @@ class Scheduler:
     async def cycle(self) -> float:
         """Fire every due timer; return how long to sleep before the next one."""
         now = self.clock.now_ms()
-        due = await self.store.due_timers(now, BATCH)
         gate = asyncio.Semaphore(PIPELINED if self.store.pipelined() else CONCURRENCY)
 
         async def fire(incident_id: str, due_ms: int) -> bool:
@@ -89,12 +94,41 @@ class Scheduler:
                     await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
                     return False
             if d.changed:
-                self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
+                self._late(due_ms)
             return d.changed
 
-        with self.hold_ingest():
-            fired = sum(await asyncio.gather(*(fire(i, due_ms) for i, due_ms in due)))
-        if len(due) >= BATCH and fired:
+        size = PIPELINED if self.store.pipelined() else CONCURRENCY
+        # every shard's due timers asked for at once, each read on its own connection: the first
+        # shard is decided while Redis still reads the others
+        reads = [asyncio.ensure_future(self.store.due_incidents(now, BATCH, n)) for n in range(keys.SHARDS)]
+        batches: deque[asyncio.Future[tuple[list[tuple[DueTimer, Decision]], list[DueTimer]]]] = deque()
+        fired, full, rest = 0, False, list[DueTimer]()
+
+        async def settle() -> None:
+            nonlocal fired
+            done, left = await batches.popleft()
+            for t, _ in done:
+                self._late(t.due_ms)
+            fired += len(done)
+            rest.extend(left)
+
+        try:
+            with self.hold_ingest():
+                for read in reads:
+                    due = await read
+                    full = full or len(due) >= BATCH
+                    for i in range(0, len(due), size):
+                        # decided at once, its commits sent while the next batch is decided
+                        batches.append(asyncio.ensure_future(self.processor.fire_due(due[i : i + size])))
+                        while len(batches) > LANES:
+                            await settle()
+                while batches:
+                    await settle()
+                fired += sum(await asyncio.gather(*(fire(t.member, t.due_ms) for t in rest)))
+        finally:  # a failed read or batch: the others are not left running unowned
+            for task in [*reads, *batches]:
+                task.cancel()
+        if full and fired:
             return 0.0
         next_timer, next_retry = await self.store.next_due_ms()
         now = self.clock.now_ms()

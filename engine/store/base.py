@@ -1,9 +1,10 @@
 """The Store protocol: what the processor, scheduler, delivery, API and tests need from storage."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.errors import StoreError
 from engine.events import Decision
 from engine.incident import Incident
 from engine.outbox import OutboxMessage
@@ -51,6 +52,15 @@ class DeadLetter:
 Pending = OutboxEntry | UnreadableEntry
 
 
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A due timer read with its incident's record (None: a heartbeat's timer, or gone)."""
+
+    member: str  # an incident id, or a heartbeat's timer
+    due_ms: int
+    incident: Incident | None
+
+
 class Store(Protocol):
     """Persists what decide() returned, one atomic step per decision (see RedisStore)."""
 
@@ -66,6 +76,9 @@ class Store(Protocol):
     async def commit(
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
     ) -> None: ...
+    async def commit_many(
+        self, commits: Sequence[tuple[Incident | None, Decision, int, list[OutboxMessage]]]
+    ) -> list[bool | StoreError]: ...
     async def count_duplicates(self, incident_id: str, n: int) -> None: ...
     async def settled(self, incident_id: str) -> None: ...
     async def list_incidents(self, limit: int) -> list[Incident]: ...
@@ -75,6 +88,7 @@ class Store(Protocol):
 
     # timers
     async def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, int]]: ...
+    async def due_incidents(self, now_ms: int, limit: int, shard: int) -> list[DueTimer]: ...
     async def next_due_ms(self) -> tuple[int | None, int | None]: ...
     async def repair_timer(self, incident_id: str, seen_due_ms: int, due_ms: int | None) -> None: ...
 

@@ -3,11 +3,16 @@
 Incidents, timelines and timers here; the outbox in outbox.py; the client and scripts in rediscore.py.
 """
 
-from engine.errors import ConflictError
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from engine.errors import ConflictError, StoreError
 from engine.events import Decision, Note
 from engine.incident import AlertState, Incident
 from engine.outbox import OutboxMessage
 from engine.store import keys
+from engine.store.base import DueTimer
 from engine.store.outbox import RedisOutbox
 from engine.store.rediscore import AnyRedis, Observer, raise_if_cancelling
 from engine.timeline import TimelineEntry, in_time_order
@@ -57,6 +62,62 @@ def changed_alerts(previous: Incident | None, decision: Decision) -> list[str | 
 
 def count_field(inc: Incident | None) -> str:
     return f"{inc.status}|{inc.severity}" if inc is not None and inc.is_open else ""
+
+
+Commit = tuple[Incident | None, Decision, int, list[OutboxMessage]]  # previous, decision, now, outbox
+
+
+def _commit_call(
+    previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage], retention_ms: int
+) -> tuple[list[str], list[str | int | bytes]]:
+    """The commit script's keys and arguments for a decision; sets the incident's new version."""
+    inc = decision.incident
+    assert inc is not None
+    shard = keys.shard_of_id(inc.id)
+    expected = 0 if decision.opened else inc.version
+    # opening checks the key still points where it did when read ("-": nowhere)
+    expected_ptr = (previous.id if previous is not None else "-") if decision.opened else ""
+    inc.version = expected + 1
+    notes = [
+        TimelineEntry(now_ms, e.kind, e.actor, e.text).to_json()
+        for e in decision.effects
+        if isinstance(e, Note)
+    ]
+    old_field = "" if decision.opened else count_field(previous)
+    args: list[str | int | bytes] = [
+        expected,
+        expected_ptr,
+        inc.id,
+        inc.to_json(),
+        "" if inc.timer_ms is None else inc.timer_ms,
+        inc.created_ms,
+        old_field,
+        count_field(inc),
+        retention_ms,
+        0 if decision.opened else decision.duplicates,  # an opening's repeats were the old incident's
+        len(notes),
+        *notes,
+        len(outbox),
+        *(m.to_json() for m in outbox),
+    ]
+    alerts = changed_alerts(previous, decision)
+    args += [len(alerts) // 2, *alerts]
+    ks = [
+        keys.incident(inc.id),
+        keys.timeline(inc.id),
+        keys.pointer(inc.key),
+        keys.timers(shard),
+        keys.outbox(shard),
+        keys.index(shard),
+        keys.counts(shard),
+    ]
+    return ks, args
+
+
+def _put_back(decision: Decision) -> None:
+    """A commit not taken: the incident keeps the version it was read at."""
+    assert decision.incident is not None
+    decision.incident.version = 0 if decision.opened else decision.incident.version - 1
 
 
 class RedisStore(RedisOutbox):
@@ -123,51 +184,43 @@ class RedisStore(RedisOutbox):
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
     ) -> None:
         """Write the decision if nobody wrote the incident since `previous` was read."""
-        inc = decision.incident
-        assert inc is not None
-        shard = keys.shard_of_id(inc.id)
-        expected = 0 if decision.opened else inc.version
-        # opening checks the key still points where it did when read ("-": nowhere)
-        expected_ptr = (previous.id if previous is not None else "-") if decision.opened else ""
-        inc.version = expected + 1
-        notes = [
-            TimelineEntry(now_ms, e.kind, e.actor, e.text).to_json()
-            for e in decision.effects
-            if isinstance(e, Note)
-        ]
-        old_field = "" if decision.opened else count_field(previous)
-        args: list[str | int | bytes] = [
-            expected,
-            expected_ptr,
-            inc.id,
-            inc.to_json(),
-            "" if inc.timer_ms is None else inc.timer_ms,
-            inc.created_ms,
-            old_field,
-            count_field(inc),
-            self.retention_ms,
-            0 if decision.opened else decision.duplicates,  # an opening's repeats were the old incident's
-            len(notes),
-            *notes,
-            len(outbox),
-            *(m.to_json() for m in outbox),
-        ]
-        alerts = changed_alerts(previous, decision)
-        args += [len(alerts) // 2, *alerts]
-        ks = [
-            keys.incident(inc.id),
-            keys.timeline(inc.id),
-            keys.pointer(inc.key),
-            keys.timers(shard),
-            keys.outbox(shard),
-            keys.index(shard),
-            keys.counts(shard),
-        ]
+        ks, args = _commit_call(previous, decision, now_ms, outbox, self.retention_ms)
         # durable: with redis_min_replicas, WAITed for on the same connection (see RedisCore)
         result = await self.durable("commit decision", "commit", ks, args)
         if result != 1:
-            inc.version = expected
+            _put_back(decision)
             raise ConflictError("commit decision: incident changed concurrently")
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[bool | StoreError]:
+        """Several decisions side by side, each its own guarded step: True where written, False
+        where the incident changed since it was read, a StoreError where Redis failed. On a
+        standalone Redis without required replicas they share the turn's pipeline with no task
+        each (a timer storm's batch)."""
+        calls = [_commit_call(*c, self.retention_ms) for c in commits]
+        batcher = self.batcher
+        if batcher is not None and self.min_replicas <= 0:
+            futures = [batcher.script("commit", ks, args) for ks, args in calls]
+
+            async def together() -> list[Any]:
+                return await asyncio.gather(*futures, return_exceptions=True)
+
+            replies = await self._call("commit decisions", together)
+        else:
+            steps = [self.durable("commit decision", "commit", ks, args) for ks, args in calls]
+            replies = await asyncio.gather(*steps, return_exceptions=True)
+        out: list[bool | StoreError] = []
+        for (_, decision, _, _), reply in zip(commits, replies, strict=True):
+            if reply != 1:
+                _put_back(decision)
+            if isinstance(reply, StoreError):
+                out.append(reply)
+            elif isinstance(reply, Exception):
+                out.append(StoreError(f"commit decision: {reply}"))
+            elif isinstance(reply, BaseException):
+                raise reply  # a cancellation
+            else:
+                out.append(reply == 1)
+        return out
 
     async def timeline(self, incident_id: str) -> list[TimelineEntry]:
         """The incident's timeline in time order (see in_time_order for why it is sorted here)."""
@@ -234,6 +287,24 @@ class RedisStore(RedisOutbox):
                 rows = await pipe.execute()
             due = [(m.decode(), int(score)) for row in rows for m, score in row]
             return sorted(due, key=lambda t: t[1])
+
+        return await self._run("read due timers", read)
+
+    async def due_incidents(self, now_ms: int, limit: int, shard: int) -> list[DueTimer]:
+        """Up to `limit` of a shard's due timers, earliest first, each with its incident's record
+        (alerts left out: a timer's decision needs none), in one script."""
+
+        async def read() -> list[DueTimer]:
+            row = await self.scripts["due"](keys=[keys.timers(shard)], args=[now_ms, limit])
+            out = []
+            for i in range(0, len(row), 5):
+                member, due, version, data, repeats = row[i : i + 5]
+                try:
+                    inc = None if data is None else _incident(version, data, repeats, {})
+                except Exception:  # unreadable: left to fire(), which reports it and moves its timer on
+                    inc = None
+                out.append(DueTimer(member.decode(), int(float(due)), inc))
+            return out
 
         return await self._run("read due timers", read)
 

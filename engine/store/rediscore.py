@@ -27,7 +27,9 @@ from engine.store.batch import Batcher, Replicated
 AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
-SCRIPTS = ("commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append")
+SCRIPTS = (
+    "commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append", "due"
+)  # fmt: skip
 Arg = str | int | bytes
 log = structlog.get_logger(__name__)
 # a node that no longer owns the slot, or is gone: the cluster client's own routing refreshes the map

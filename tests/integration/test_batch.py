@@ -23,15 +23,17 @@ async def store(redis_url: str) -> AsyncIterator[RedisStore]:
 
 
 def count_pipelines(store: RedisStore) -> list[int]:
-    """How many pipelines the store opened (the list grows by one per pipeline)."""
+    """How many pipelines the store sent (the list grows by one per pipeline: one write of all
+    its commands, then their replies)."""
     opened: list[int] = []
-    real = store.client.pipeline
+    assert store.batcher is not None
+    real = store.batcher._send
 
-    def pipeline(*a: Any, **kw: Any) -> Any:
-        opened.append(1)
-        return real(*a, **kw)
+    async def send(commands: list[Any]) -> list[Any]:
+        opened.append(len(commands))
+        return await real(commands)
 
-    store.client.pipeline = pipeline  # type: ignore[method-assign]
+    store.batcher._send = send  # type: ignore[method-assign]
     return opened
 
 
@@ -92,3 +94,36 @@ async def test_a_lost_server_fails_every_caller_with_a_store_error() -> None:
     finally:
         await s.close()
         server.stop()
+
+
+async def test_arguments_of_every_kind_arrive_byte_for_byte(store: RedisStore) -> None:
+    """The pipeline is packed by hiredis, not redis-py: ints, bytes with CRLF and NUL, UTF-8."""
+    values: list[str | int | bytes] = [0, -17, 2**53, b"a\r\nb\x00c", "é ✓", b"", ""]
+    await asyncio.gather(*(store.command("write", "HSET", "kinds", f"f{i}", v) for i, v in enumerate(values)))
+    got = await store.client.hgetall("kinds")
+    expected = [
+        str(v).encode() if isinstance(v, int) else v if isinstance(v, bytes) else v.encode() for v in values
+    ]
+    assert [got[f"f{i}".encode()] for i in range(len(values))] == expected
+
+
+BUSY_300_MS = """local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
+repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - start > 300000
+return 'late'"""
+
+
+async def test_a_pipeline_past_its_deadline_fails_and_its_late_replies_reach_nobody(redis_url: str) -> None:
+    """One deadline covers a whole pipeline (the client's socket timeout). A pipeline that
+    misses it fails its callers, and its connection is dropped: the replies still owed on it
+    must never be read as the answers to someone else's commands."""
+    client = await connect(redis_url)
+    client.connection_pool.connection_kwargs["socket_timeout"] = 0.1
+    s = RedisStore(client)
+    try:
+        await client.set("k", "v")
+        slow = await asyncio.gather(s.command("slow", "EVAL", BUSY_300_MS, 0), return_exceptions=True)
+        assert isinstance(slow[0], StoreError) and slow[0].args[0].startswith("slow:"), slow
+        await asyncio.sleep(0.4)  # the script's reply is on the wire by now
+        assert [await s.command("read", "GET", "k") for _ in range(5)] == [b"v"] * 5
+    finally:
+        await s.close()
