@@ -53,6 +53,58 @@ class Scheduler:
         if due_ms is not None and due_ms < self._sleep_until_ms:
             self.wake.set()
 
+    async def _fire_batches(self, now: int) -> tuple[int, bool, list[DueTimer]]:
+        """Every shard's due timers, read with their incidents and fired a batch at a time.
+        Returns how many fired, whether a shard had more due than one read takes, and the timers
+        the batches left for the one-by-one way."""
+        size = PIPELINED if self.store.pipelined() else CONCURRENCY
+        reads = [asyncio.ensure_future(self.store.due_incidents(now, BATCH, n)) for n in range(keys.SHARDS)]
+        batches: deque[asyncio.Future[tuple[list[tuple[DueTimer, Decision]], list[DueTimer]]]] = deque()
+        fired, full, rest = 0, False, list[DueTimer]()
+
+        async def settle() -> None:
+            nonlocal fired
+            done, left = await batches.popleft()
+            for t, _ in done:
+                self._late(t.due_ms)
+            fired += len(done)
+            rest.extend(left)
+
+        try:
+            for read in reads:
+                due = await read
+                full = full or len(due) >= BATCH
+                for i in range(0, len(due), size):
+                    # decided at once, its commits sent while the next batch is decided
+                    batches.append(asyncio.ensure_future(self.processor.fire_due(due[i : i + size])))
+                    while len(batches) > LANES:
+                        await settle()
+            while batches:
+                await settle()
+        finally:  # a failed read or batch: the others are not left running unowned
+            for task in [*reads, *batches]:
+                task.cancel()
+        return fired, full, rest
+
+    async def _fire_one_by_one(self, due: list[DueTimer], now: int) -> int:
+        gate = asyncio.Semaphore(PIPELINED if self.store.pipelined() else CONCURRENCY)
+
+        async def fire(incident_id: str, due_ms: int) -> bool:
+            async with gate:  # several in flight: Redis round trips overlap instead of queueing
+                try:
+                    d = await self.processor.fire(incident_id, due_ms)
+                except StoreError:
+                    raise
+                except Exception as exc:  # one bad incident must not hold up the others
+                    log.exception("timer_failed", incident_id=incident_id, error=repr(exc))
+                    await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
+                    return False
+            if d.changed:
+                self._late(due_ms)
+            return d.changed
+
+        return sum(await asyncio.gather(*(fire(t.member, t.due_ms) for t in due)))
+
     def _late(self, due_ms: int) -> None:
         self.metrics.timer_lateness.observe(max(0, self.clock.now_ms() - due_ms) / 1000)
 
@@ -81,53 +133,9 @@ class Scheduler:
     async def cycle(self) -> float:
         """Fire every due timer; return how long to sleep before the next one."""
         now = self.clock.now_ms()
-        gate = asyncio.Semaphore(PIPELINED if self.store.pipelined() else CONCURRENCY)
-
-        async def fire(incident_id: str, due_ms: int) -> bool:
-            async with gate:  # several in flight: Redis round trips overlap instead of queueing
-                try:
-                    d = await self.processor.fire(incident_id, due_ms)
-                except StoreError:
-                    raise
-                except Exception as exc:  # one bad incident must not hold up the others
-                    log.exception("timer_failed", incident_id=incident_id, error=repr(exc))
-                    await self.store.repair_timer(incident_id, due_ms, now + RETRY_BROKEN_MS)
-                    return False
-            if d.changed:
-                self._late(due_ms)
-            return d.changed
-
-        size = PIPELINED if self.store.pipelined() else CONCURRENCY
-        # every shard's due timers asked for at once, each read on its own connection: the first
-        # shard is decided while Redis still reads the others
-        reads = [asyncio.ensure_future(self.store.due_incidents(now, BATCH, n)) for n in range(keys.SHARDS)]
-        batches: deque[asyncio.Future[tuple[list[tuple[DueTimer, Decision]], list[DueTimer]]]] = deque()
-        fired, full, rest = 0, False, list[DueTimer]()
-
-        async def settle() -> None:
-            nonlocal fired
-            done, left = await batches.popleft()
-            for t, _ in done:
-                self._late(t.due_ms)
-            fired += len(done)
-            rest.extend(left)
-
-        try:
-            with self.hold_ingest():
-                for read in reads:
-                    due = await read
-                    full = full or len(due) >= BATCH
-                    for i in range(0, len(due), size):
-                        # decided at once, its commits sent while the next batch is decided
-                        batches.append(asyncio.ensure_future(self.processor.fire_due(due[i : i + size])))
-                        while len(batches) > LANES:
-                            await settle()
-                while batches:
-                    await settle()
-                fired += sum(await asyncio.gather(*(fire(t.member, t.due_ms) for t in rest)))
-        finally:  # a failed read or batch: the others are not left running unowned
-            for task in [*reads, *batches]:
-                task.cancel()
+        with self.hold_ingest():
+            fired, full, rest = await self._fire_batches(now)
+            fired += await self._fire_one_by_one(rest, now)
         if full and fired:
             return 0.0
         next_timer, next_retry = await self.store.next_due_ms()
