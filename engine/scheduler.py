@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 BATCH = 500  # per shard
 CONCURRENCY = 16  # decisions in flight, each on a connection of its own (a Cluster)
 PIPELINED = 128  # timers decided per batch with a standalone Redis: their commits share pipelines
-LANES = 8  # batches in hand at once: one decided while the one before it is in Redis
+LANES = 8  # batches in hand at once: some decided while those before them are in Redis
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
@@ -82,8 +82,10 @@ class Scheduler:
             while batches:
                 await settle()
         finally:  # a failed read or batch: the others are not left running unowned
-            for task in [*reads, *batches]:
-                task.cancel()
+            for read in reads:
+                read.cancel()
+            for batch in batches:
+                batch.cancel()
         return fired, full, rest
 
     async def _fire_one_by_one(self, due: list[DueTimer], now: int) -> int:

@@ -5,6 +5,7 @@ shard's timers, outbox and indexes share one tag, so every atomic step touches o
 and the same code runs on Redis Cluster.
 """
 
+import functools
 import hashlib
 import secrets
 import zlib
@@ -43,6 +44,7 @@ def timeline(incident_id: str) -> str:
     return f"{_tag(shard_of_id(incident_id))}:tl:{incident_id}"
 
 
+@functools.lru_cache(maxsize=16_384)  # every webhook and commit asks; a digest each time showed
 def pointer(incident_key: str) -> str:
     """The latest incident opened for an incident key (open, or resolved and kept for dedup)."""
     digest = hashlib.sha1(incident_key.encode(), usedforsecurity=False).hexdigest()[:20]
