@@ -20,7 +20,7 @@ class Dispatcher(Consumer):
             if await s.store.move(entry, [msg], []):
                 s.wake(msg.address.channel)
             return
-        inc = await s.store.load(msg.incident_id)
+        inc = await s.store.load(msg.incident_id, alerts=False)  # who and whether: no alert needed
         if inc is None:
             await s.store.ack(entry)
             return

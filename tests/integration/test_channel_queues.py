@@ -16,10 +16,12 @@ from prometheus_client import CollectorRegistry
 
 from engine.app import create_app
 from engine.config import Settings
+from engine.incident import Incident
 from engine.notifiers import PagerDutyNotifier
 from engine.notifiers.base import Notifier
 from engine.notifiers.slack import SlackNotifier
 from engine.policy.models import PolicySet
+from engine.store.redis import RedisStore
 from tests.integration.test_api import ROUTING_KEY, TOKEN, EngineTestServer, body, wait_for
 from tests.sinks import PagerDutySink, Recorded, Reply
 from tests.slack_sink import TOKEN as SLACK_TOKEN
@@ -180,3 +182,33 @@ async def test_a_slack_backlog_is_paced_one_turn_apart_not_parked_again_and_agai
     )
     assert deferred is not None and deferred <= 8  # once each at most (it was dozens)
     assert took >= 4.0  # the rate held: 3 at once, then about one a second
+
+
+async def test_a_parked_send_reads_the_incident_record_but_not_its_alerts(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher and a send parked for its turn need the incident's status and policy, not
+    its alerts (a storm's grouped incident holds hundreds): only a message that goes reads them."""
+    loads: list[bool] = []
+    real = RedisStore.load
+
+    async def load(self: RedisStore, incident_id: str, alerts: bool = True) -> Incident | None:
+        loads.append(alerts)
+        return await real(self, incident_id, alerts)
+
+    monkeypatch.setattr(RedisStore, "load", load)
+    live.slack.script(*[Reply(429, headers={"Retry-After": "30"})] * 50)
+    await live.page(0)  # Slack answers 429: #ops is paused, every later send there is parked
+    await wait_for(lambda: len(live.pd.events) == 1 and len(live.slack.requests) == 1, 5)
+    loads.clear()
+    for n in range(1, 11):
+        await live.page(n)
+
+    def parked() -> float:
+        labels = {"channel": "slack", "reason": "rate_limit"}
+        return live.registry.get_sample_value("escalation_notifications_deferred_total", labels) or 0
+
+    await wait_for(lambda: len(live.pd.events) == 11 and parked() >= 10, 5)
+    assert loads.count(True) == 10  # one whole read per PagerDuty page that went out, none else
+    assert loads.count(False) >= 30  # dispatch (2 targets each: 1 read) and each send's decision
+    assert live.pd.events[-1]["payload"]["custom_details"]["alerts"]  # the page still lists them
