@@ -50,15 +50,26 @@ class ChannelWorker(Consumer):
             return
         notifier = s.notifiers.get(self.channel)
         endpoint = notifier.endpoint(address.name) if notifier is not None else address.name
-        if notifier is not None and not await self._may_send(entry, address, endpoint):
+        # a send that cannot go at all (no secret, no such endpoint) fails now, without waiting
+        # for a rate-limit turn or touching the endpoint's breaker: it was never tried
+        cannot = (
+            f"channel {self.channel} is not configured"
+            if notifier is None
+            else notifier.unusable(address.name)
+        )
+        if cannot is not None:
+            await self._outcome(
+                entry, inc, address, endpoint, PermanentDeliveryError(cannot), None, tried=False
+            )
+            return
+        assert notifier is not None
+        if not await self._may_send(entry, address, endpoint):
             return
         inc = await s.store.load(msg.incident_id) or inc  # gone since: its record still says enough
         started = time.monotonic()
         error: Exception | None = None
         ref: str | None = None
         try:
-            if notifier is None:
-                raise PermanentDeliveryError(f"channel {self.channel} is not configured")
             thread = await s.store.thread(inc.id, self.channel, address.name)
             message = await self._message(inc, msg, address)
             async with asyncio.timeout(s.config.timeout_s):
@@ -114,6 +125,7 @@ class ChannelWorker(Consumer):
         endpoint: str,
         error: Exception | None,
         ref: str | None,
+        tried: bool = True,
     ) -> None:
         s, msg = self.shared, entry.message
         where = f"{msg.action} to {address.channel}:{address.name} ({msg.target})"
@@ -127,7 +139,7 @@ class ChannelWorker(Consumer):
         outage = isinstance(error, TimeoutError) or (
             isinstance(error, RetryableDeliveryError) and not rate_limited
         )
-        changed = s.breakers.record(self.channel, endpoint, not outage, now)
+        changed = s.breakers.record(self.channel, endpoint, not outage, now) if tried else None
         if changed is not None:
             await self._breaker_changed(inc.id, endpoint, changed)
         s.metrics.notifications.labels(self.channel, msg.action, result.outcome).inc()

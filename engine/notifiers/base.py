@@ -21,3 +21,9 @@ class Notifier(Protocol):
         """The endpoint `address` is sent through, for its circuit breaker and rate limit
         (a PagerDuty service, one SMTP server, a Slack channel...)."""
         ...
+
+    def unusable(self, address: str) -> str | None:
+        """Why no send to `address` can go at all, known without trying (a secret missing or
+        unreadable, an address not configured); None when it may. Such a send fails at once,
+        before any rate-limit turn: a backlog of them fails over now, not one turn at a time."""
+        ...

@@ -283,15 +283,26 @@ class EmailNotifier:
     def endpoint(self, address: str) -> str:
         return f"{self._host}:{self._port}"  # one SMTP server for every address
 
+    def unusable(self, address: str) -> str | None:
+        address = address.strip()
+        what = f"email to {address!r} via {self._host}:{self._port}"
+        try:
+            self._credentials(what)
+        except PermanentDeliveryError as exc:
+            return str(exc)
+        if not parseaddr(self._sender)[1]:
+            return f"{what}: sender {self._sender!r} is not an email address"
+        if "@" not in address or _one_line(address) != address:
+            return f"{what}: not an email address"
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         address = message.address.strip()
         what = f"email to {address!r} via {self._host}:{self._port}"
+        if (why := self.unusable(address)) is not None:
+            raise PermanentDeliveryError(why)
         credentials = self._credentials(what)
         envelope_from = parseaddr(self._sender)[1]
-        if not envelope_from:
-            raise PermanentDeliveryError(f"{what}: sender {self._sender!r} is not an email address")
-        if "@" not in address or _one_line(address) != address:
-            raise PermanentDeliveryError(f"{what}: not an email address")
         try:
             email = build_email(message, self._sender, hostname_for_ids=self._hostname_for_ids)
         except (ValueError, TypeError) as exc:

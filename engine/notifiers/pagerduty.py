@@ -123,14 +123,22 @@ class PagerDutyNotifier:
     def endpoint(self, address: str) -> str:
         return address  # 120 events/min per routing key: one limit per service
 
+    def unusable(self, address: str) -> str | None:
+        what = f"pagerduty service {address!r}"
+        key = self._routing_keys.get(address)
+        if key is None:
+            return f"{what} is not configured under channels.pagerduty.services"
+        if isinstance(key, Exception):
+            return f"{what}: routing key unavailable: {key}"
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         service = message.address
         what = f"pagerduty service {service!r}"
-        key = self._routing_keys.get(service)
-        if key is None:
-            raise PermanentDeliveryError(f"{what} is not configured under channels.pagerduty.services")
-        if isinstance(key, Exception):
-            raise PermanentDeliveryError(f"{what}: routing key unavailable: {key}")
+        if (why := self.unusable(service)) is not None:
+            raise PermanentDeliveryError(why)
+        key = self._routing_keys[service]
+        assert isinstance(key, str)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         data = _encode(event_body(message, key))
         status, body = await http_post(self._session, self._url, data, headers, self._timeout_s, what)

@@ -337,6 +337,11 @@ class SlackNotifier:
     def endpoint(self, address: str) -> str:
         return address  # Slack allows about one message per second per channel
 
+    def unusable(self, address: str) -> str | None:
+        if isinstance(self._token, Exception):
+            return f"slack {address!r}: slack bot token unavailable: {self._token}"
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         what = f"slack {message.address!r}"
         ref = _parse_ref(thread)

@@ -177,16 +177,24 @@ class TeamsNotifier:
     def endpoint(self, address: str) -> str:
         return address
 
+    def unusable(self, address: str) -> str | None:
+        what = f"teams endpoint {address!r}"
+        if address not in self._urls:
+            return f"{what} is not configured under channels.teams.endpoints"
+        url = self._urls[address]
+        if isinstance(url, Exception):
+            return f"{what}: URL unavailable: {url}"
+        if url is None:
+            return f"{what}: no URL configured (url_env or url_file)"
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         name = message.address
         what = f"teams endpoint {name!r}"
-        if name not in self._urls:
-            raise PermanentDeliveryError(f"{what} is not configured under channels.teams.endpoints")
+        if (why := self.unusable(name)) is not None:
+            raise PermanentDeliveryError(why)
         url = self._urls[name]
-        if isinstance(url, Exception):
-            raise PermanentDeliveryError(f"{what}: URL unavailable: {url}")
-        if url is None:
-            raise PermanentDeliveryError(f"{what}: no URL configured (url_env or url_file)")
+        assert isinstance(url, str)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         try:
             status, reply = await http_post(

@@ -223,15 +223,22 @@ class TelegramNotifier:
     def endpoint(self, address: str) -> str:
         return address  # Telegram limits messages per chat
 
-    async def send(self, message: Message, thread: str | None = None) -> str | None:
+    def unusable(self, address: str) -> str | None:
         token = self._token
         if isinstance(token, Exception):
-            raise PermanentDeliveryError(f"telegram bot token unavailable: {token}")
+            return f"telegram bot token unavailable: {token}"
         if token is None:
-            raise PermanentDeliveryError(
+            return (
                 "telegram bot token not configured: "
                 "set bot_token_env or bot_token_file under channels.telegram"
             )
+        return None
+
+    async def send(self, message: Message, thread: str | None = None) -> str | None:
+        if (why := self.unusable(message.address)) is not None:
+            raise PermanentDeliveryError(why)
+        token = self._token
+        assert isinstance(token, str)
         ref = Ref.load(thread)
         if ref is None or ref.chat != chat_id(message.address):
             return await self._first(token, message)

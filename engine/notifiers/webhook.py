@@ -72,15 +72,22 @@ class WebhookNotifier:
     def endpoint(self, address: str) -> str:
         return address
 
+    def unusable(self, address: str) -> str | None:
+        what = f"webhook endpoint {address!r}"
+        entry = self._endpoints.get(address)
+        if entry is None:
+            return f"{what} is not configured under channels.webhook.endpoints"
+        if isinstance(entry[1], Exception):
+            return f"{what}: secret unavailable: {entry[1]}"
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         name = message.address
         what = f"webhook endpoint {name!r}"
-        entry = self._endpoints.get(name)
-        if entry is None:
-            raise PermanentDeliveryError(f"{what} is not configured under channels.webhook.endpoints")
-        url, secret = entry
-        if isinstance(secret, Exception):
-            raise PermanentDeliveryError(f"{what}: secret unavailable: {secret}")
+        if (why := self.unusable(name)) is not None:
+            raise PermanentDeliveryError(why)
+        url, secret = self._endpoints[name]
+        assert not isinstance(secret, Exception)
         body = json.dumps(webhook_body(message), ensure_ascii=False, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",

@@ -212,3 +212,43 @@ async def test_a_parked_send_reads_the_incident_record_but_not_its_alerts(
     assert loads.count(True) == 10  # one whole read per PagerDuty page that went out, none else
     assert loads.count(False) >= 30  # dispatch (2 targets each: 1 read) and each send's decision
     assert live.pd.events[-1]["payload"]["custom_details"]["alerts"]  # the page still lists them
+
+
+async def test_sends_that_cannot_go_fail_at_once_not_one_rate_limit_turn_at_a_time(redis_url: str) -> None:
+    """Slack's bot token is missing: every send to #ops fails permanently, and knows it before
+    trying. Slack's rate limit (3 at once, then one a second) must not space the failures out
+    (ten took over seven seconds), and what was never tried says nothing about the endpoint."""
+    settings = Settings(auth_token=TOKEN, redis_url=redis_url, delivery_poll_s=0.2, delivery_backoff_s=0.2)
+    registry = CollectorRegistry()
+    async with PagerDutySink() as pd, SlackSink() as slack, aiohttp.ClientSession() as session:
+        notifiers: dict[str, Notifier] = {
+            "pagerduty": PagerDutyNotifier(session, pd.url, {"platform": ROUTING_KEY}),
+            "slack": SlackNotifier(
+                session, ValueError("environment variable SLACK_TOKEN is not set"), slack.url
+            ),
+        }
+        app = create_app(settings, POLICIES, notifiers=notifiers, registry=registry)
+        async with TestClient(EngineTestServer(app)) as client:
+            live = Live(client, pd, slack, registry)  # type: ignore[arg-type]
+            start = time.monotonic()
+            for n in range(10):
+                await live.page(n)
+
+            def failed() -> float:
+                labels = {"reason": "failed", "channel": "slack"}
+                return registry.get_sample_value("escalation_dead_letters_total", labels) or 0
+
+            await wait_for(lambda: failed() == 10, 5)
+            took = time.monotonic() - start
+            deferred = registry.get_sample_value(
+                "escalation_notifications_deferred_total", {"channel": "slack", "reason": "rate_limit"}
+            )
+            assert deferred == 0 and took < 3, (deferred, took)
+            assert slack.requests == []  # never tried
+            breaker = registry.get_sample_value(
+                "escalation_breaker_state", {"channel": "slack", "endpoint": "#ops"}
+            )
+            assert breaker is None  # no breaker for #ops at all: nothing was learned about it
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            letters = await (await client.get("/api/v1/deadletters", headers=headers)).json()
+            assert any("SLACK_TOKEN is not set" in d["reason"] for d in letters["dead_letters"]), letters

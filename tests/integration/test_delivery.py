@@ -210,6 +210,9 @@ class Crashing:
     def endpoint(self, address: str) -> str:
         return address
 
+    def unusable(self, address: str) -> str | None:
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.calls += 1
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")

@@ -43,6 +43,9 @@ class Outbox:
     def endpoint(self, address: str) -> str:
         return "smtp"
 
+    def unusable(self, address: str) -> str | None:
+        return None
+
 
 @dataclass
 class Rig:

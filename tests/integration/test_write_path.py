@@ -102,6 +102,9 @@ class SlowSend:
     def endpoint(self, address: str) -> str:
         return address
 
+    def unusable(self, address: str) -> str | None:
+        return None
+
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.clock.advance(0.040)  # the send takes 40 ms; its outcome is stamped after it
         return None
@@ -157,6 +160,9 @@ class Recording:
 
     def endpoint(self, address: str) -> str:
         return address
+
+    def unusable(self, address: str) -> str | None:
+        return None
 
     async def send(self, message: Message, thread: str | None = None) -> str | None:
         self.sent.append(message.address)
