@@ -30,6 +30,7 @@ STORE_OPERATIONS = {
     "load incident": "load",
     "load incident by key": "load",
     "commit decision": "commit",
+    "commit decisions": "commit",  # a batch of fired timers, side by side
     "count duplicates": "commit",
     "read timeline": "timeline",
     "append timeline": "timeline",

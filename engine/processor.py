@@ -215,7 +215,10 @@ class Processor:
                 rest.append(t)
         if not commits:
             return [], rest
-        results = await self.store.commit_many([(p, d, now, _outbox(d, now)) for _, p, d, _ in commits])
+        try:
+            results = await self.store.commit_many([(p, d, now, _outbox(d, now)) for _, p, d, _ in commits])
+        except Exception:  # a record that cannot be written (nothing was sent): fire() finds which
+            return [], due
         done = []
         for (t, previous, d, event), written in zip(commits, results, strict=True):
             if written is True:

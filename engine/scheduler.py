@@ -57,7 +57,8 @@ class Scheduler:
         """Every shard's due timers, read with their incidents and fired a batch at a time.
         Returns how many fired, whether a shard had more due than one read takes, and the timers
         the batches left for the one-by-one way."""
-        size = PIPELINED if self.store.pipelined() else CONCURRENCY
+        pipelined = self.store.pipelined()
+        size, lanes = (PIPELINED, LANES) if pipelined else (CONCURRENCY, 1)  # Cluster: 16 in flight
         reads = [asyncio.ensure_future(self.store.due_incidents(now, BATCH, n)) for n in range(keys.SHARDS)]
         batches: deque[asyncio.Future[tuple[list[tuple[DueTimer, Decision]], list[DueTimer]]]] = deque()
         fired, full, rest = 0, False, list[DueTimer]()
@@ -77,7 +78,7 @@ class Scheduler:
                 for i in range(0, len(due), size):
                     # decided at once, its commits sent while the next batch is decided
                     batches.append(asyncio.ensure_future(self.processor.fire_due(due[i : i + size])))
-                    while len(batches) > LANES:
+                    while len(batches) >= lanes:
                         await settle()
             while batches:
                 await settle()

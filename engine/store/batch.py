@@ -99,33 +99,41 @@ class Batcher:
     async def _send(self, commands: list[list[Arg]]) -> list[Any]:
         """Every command in one write, packed by hiredis, then their replies in order under one
         deadline (the client's socket timeout). redis-py's own pipeline packs in Python and arms
-        a timer for each reply: together a third of a timer storm's client CPU."""
+        a timer for each reply: together a third of a timer storm's client CPU. A broken
+        connection is retried as the client's pipeline would (its Retry: a Redis restart, a
+        Sentinel failover's READONLY)."""
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        callbacks = self.client.response_callbacks
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await conn.send_packed_command(
-                    b"".join([pack_command(tuple(c)) for c in commands]),  # type: ignore[arg-type]
-                    check_health=False,
-                )
-                replies = []
-                for command in commands:
-                    try:
-                        reply = await conn.read_response(timeout=math.inf)  # the deadline is above
-                    except ResponseError as exc:  # this command's error, as a pipeline gives it
-                        reply = exc
-                    else:
-                        if (callback := callbacks.get(str(command[0]))) is not None:
-                            reply = callback(reply)
-                            if inspect.isawaitable(reply):
-                                reply = await reply
-                    replies.append(reply)
+            replies: list[Any] = await conn.retry.call_with_retry(
+                lambda: self._exchange(conn, commands), lambda error: conn.disconnect()
+            )
         except BaseException:
             await conn.disconnect()  # replies may still be owed: the next user must not read them
             raise
         finally:
             await pool.release(conn)
+        return replies
+
+    async def _exchange(self, conn: Any, commands: list[list[Arg]]) -> list[Any]:
+        callbacks = self.client.response_callbacks
+        async with asyncio.timeout(self.timeout_s):
+            await conn.send_packed_command(
+                b"".join([pack_command(tuple(c)) for c in commands]),  # type: ignore[arg-type]
+                check_health=False,
+            )
+            replies = []
+            for command in commands:
+                try:
+                    reply = await conn.read_response(timeout=math.inf)  # the deadline is above
+                except ResponseError as exc:  # this command's error, as a pipeline gives it
+                    reply = exc
+                else:
+                    if (callback := callbacks.get(str(command[0]))) is not None:
+                        reply = callback(reply)
+                        if inspect.isawaitable(reply):
+                            reply = await reply
+                replies.append(reply)
         return replies
 
     async def _eval(self, script: str, command: list[Arg], wait: tuple[int, int] | None) -> tuple[Any, Any]:

@@ -4,8 +4,8 @@ Incidents, timelines and timers here; the outbox in outbox.py; the client and sc
 """
 
 import asyncio
+import time
 from collections.abc import Sequence
-from typing import Any
 
 from engine.errors import ConflictError, StoreError
 from engine.events import Decision, Note
@@ -200,11 +200,10 @@ class RedisStore(RedisOutbox):
         batcher = self.batcher
         if batcher is not None and self.min_replicas <= 0:
             futures = [batcher.script("commit", ks, args) for ks, args in calls]
-
-            async def together() -> list[Any]:
-                return await asyncio.gather(*futures, return_exceptions=True)
-
-            replies = await self._call("commit decisions", together)
+            started = time.perf_counter()
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+            failed = any(isinstance(r, BaseException) for r in replies)
+            self.observe("commit decisions", time.perf_counter() - started, not failed)
         else:
             steps = [self.durable("commit decision", "commit", ks, args) for ks, args in calls]
             replies = await asyncio.gather(*steps, return_exceptions=True)

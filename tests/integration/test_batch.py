@@ -123,7 +123,25 @@ async def test_a_pipeline_past_its_deadline_fails_and_its_late_replies_reach_nob
         await client.set("k", "v")
         slow = await asyncio.gather(s.command("slow", "EVAL", BUSY_300_MS, 0), return_exceptions=True)
         assert isinstance(slow[0], StoreError) and slow[0].args[0].startswith("slow:"), slow
-        await asyncio.sleep(0.4)  # the script's reply is on the wire by now
+        await asyncio.sleep(1.5)  # every try of the script (the client's Retry: 4) has answered by now
         assert [await s.command("read", "GET", "k") for _ in range(5)] == [b"v"] * 5
+    finally:
+        await s.close()
+
+
+async def test_a_pooled_connection_the_server_dropped_is_retried_not_failed(redis_url: str) -> None:
+    """Redis restarted, or a Sentinel failover closed the old master's connections: the pool
+    still holds them, and the pipeline's first write on one fails. The client's Retry sends the
+    pipeline again on a fresh connection, as redis-py's own pipeline did, instead of failing
+    every caller in it."""
+    s = RedisStore(await connect(redis_url))
+    try:
+        await s.client.set("k", "v")
+        assert await s.command("read", "GET", "k") == b"v"  # a pooled connection, now idle
+        killer = await connect(redis_url)
+        await killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await killer.aclose()
+        replies = await asyncio.gather(*(s.command("read", "GET", "k") for _ in range(5)))
+        assert replies == [b"v"] * 5
     finally:
         await s.close()

@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from engine.events import Acknowledge
+from engine.events import Acknowledge, Decision
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
 from engine.processor import Processor
@@ -75,7 +75,18 @@ async def test_a_batch_fires_the_sound_timers_and_leaves_the_odd_ones_to_the_one
         await store.client.delete(keys.incident(gone))
         await store.client.hset(keys.incident(broken), "d", b"{not json")
 
+        one_by_one: list[str] = []
+        fire = proc.fire
+
+        async def spied(incident_id: str, due_ms: int) -> Decision:
+            one_by_one.append(incident_id)
+            return await fire(incident_id, due_ms)
+
+        proc.fire = spied  # type: ignore[method-assign]
         assert await Scheduler(store, proc, clock, proc.metrics).cycle() >= 0
+
+        assert sorted(one_by_one) == sorted([stale, gone, broken])  # the sound ones went as a batch
+        assert proc.metrics.commit_conflicts._value.get() == 0  # and their commits were taken
 
         pages = await level_2_pages(store)
         assert set(pages) == set(sound) and set(pages.values()) == {1}  # each sound one once, no other
