@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 BATCH = 500  # per shard
 CONCURRENCY = 16  # decisions in flight, each on a connection of its own (a Cluster)
 PIPELINED = 128  # timers decided per batch with a standalone Redis: their commits share pipelines
-LANES = 8  # batches in hand at once: some decided while those before them are in Redis
+LANES = 9  # batches in hand at once (1,152 timers): some decided while those before are in Redis
 RETRY_BROKEN_MS = 30_000  # an incident that cannot be decided is tried again this much later
 
 
