@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from engine.errors import StoreError
 from engine.store.connect import connect
@@ -117,6 +118,7 @@ async def test_a_pipeline_past_its_deadline_fails_and_its_late_replies_reach_nob
     misses it fails its callers, and its connection is dropped: the replies still owed on it
     must never be read as the answers to someone else's commands."""
     client = await connect(redis_url)
+    assert isinstance(client, Redis)  # standalone: the batched path
     client.connection_pool.connection_kwargs["socket_timeout"] = 0.1
     s = RedisStore(client)
     try:
