@@ -184,11 +184,10 @@ class RedisStore(RedisOutbox):
         self, previous: Incident | None, decision: Decision, now_ms: int, outbox: list[OutboxMessage]
     ) -> None:
         """Write the decision if nobody wrote the incident since `previous` was read."""
-        ks, args = _commit_call(previous, decision, now_ms, outbox, self.retention_ms)
-        # durable: with redis_min_replicas, WAITed for on the same connection (see RedisCore)
-        result = await self.durable("commit decision", "commit", ks, args)
-        if result != 1:
-            _put_back(decision)
+        [written] = await self.commit_many([(previous, decision, now_ms, outbox)])
+        if isinstance(written, StoreError):
+            raise written
+        if not written:
             raise ConflictError("commit decision: incident changed concurrently")
 
     async def commit_many(self, commits: Sequence[Commit]) -> list[bool | StoreError]:
@@ -197,14 +196,13 @@ class RedisStore(RedisOutbox):
         standalone Redis without required replicas they share the turn's pipeline with no task
         each (a timer storm's batch)."""
         calls = [_commit_call(*c, self.retention_ms) for c in commits]
-        batcher = self.batcher
-        if batcher is not None and self.min_replicas <= 0:
-            futures = [batcher.script("commit", ks, args) for ks, args in calls]
+        if self.batcher is not None and self.min_replicas <= 0:  # futures in the turn's pipeline
+            futures = [self.scripts["commit"](keys=ks, args=args) for ks, args in calls]
             started = time.perf_counter()
             replies = await asyncio.gather(*futures, return_exceptions=True)
             failed = any(isinstance(r, BaseException) for r in replies)
             self.observe("commit decisions", time.perf_counter() - started, not failed)
-        else:
+        else:  # durable: with redis_min_replicas, WAITed for on the same connection (see RedisCore)
             steps = [self.durable("commit decision", "commit", ks, args) for ks, args in calls]
             replies = await asyncio.gather(*steps, return_exceptions=True)
         out: list[bool | StoreError] = []
