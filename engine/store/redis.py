@@ -275,17 +275,9 @@ class RedisStore(RedisOutbox):
     # timers --------------------------------------------------------------------------------
 
     async def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
-        async def read() -> list[tuple[str, int]]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    pipe.zrangebyscore(
-                        keys.timers(shard), "-inf", now_ms, start=0, num=limit, withscores=True
-                    )
-                rows = await pipe.execute()
-            due = [(m.decode(), int(score)) for row in rows for m, score in row]
-            return sorted(due, key=lambda t: t[1])
-
-        return await self._run("read due timers", read)
+        """(member, due ms) of every shard's due timers (up to `limit` each), earliest first."""
+        shards = await asyncio.gather(*(self.due_incidents(now_ms, limit, n) for n in range(keys.SHARDS)))
+        return sorted(((t.member, t.due_ms) for due in shards for t in due), key=lambda t: t[1])
 
     async def due_incidents(self, now_ms: int, limit: int, shard: int) -> list[DueTimer]:
         """Up to `limit` of a shard's due timers, earliest first, each with its incident's record
