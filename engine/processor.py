@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -33,7 +33,12 @@ MAX_ATTEMPTS = 20
 # of alerts is worked through in bounded batches, and ingest can hold at most this many of the
 # store's connections, so timers and delivery always find one (connect.MAX_CONNECTIONS is 64)
 INGEST_SLOTS = 24
+# alert occurrences this process saw applied to an open incident, as hashes: a webhook whose
+# alerts are all among them tries the duplicate fast path first (Store.count_repeats). Only a
+# hint: the store checks every repeat itself, and a wrong guess costs one round trip.
+HELD_OCCURRENCES = 65_536
 T = TypeVar("T")
+Outcome = tuple[str | None, bool, int]  # a key's incident id, opened, duplicates
 
 
 @dataclass(slots=True)
@@ -68,6 +73,7 @@ class Processor:
         self._ingest_open = asyncio.Event()
         self._ingest_open.set()
         self._turns: dict[str, list[Any]] = {}  # incident key -> [lock, holders and waiters]
+        self._held: dict[int, None] = {}  # see HELD_OCCURRENCES; insertion order = age
 
     async def _slot(self, step: Callable[[], Awaitable[T]]) -> T:
         async with self._ingest_slots:
@@ -106,7 +112,7 @@ class Processor:
             if not self._timers_firing:
                 self._ingest_open.set()
 
-    async def ingest(self, alerts: list[Alert]) -> IngestResult:
+    async def ingest(self, alerts: Sequence[Alert]) -> IngestResult:
         """Route each alert, group by incident key, and run one decision per key."""
         policies = self.policies()
         by_key: dict[str, list[RoutedAlert]] = defaultdict(list)
@@ -119,22 +125,52 @@ class Processor:
                     beats[r.rule] = r.heartbeat_ms
         # incident keys are independent: decide them side by side (each is its own atomic step),
         # at most INGEST_SLOTS at a time across all webhooks (see there)
-        decide_keys = [partial(self._ingest_key, key, routed, policies) for key, routed in by_key.items()]
+        decide_keys = [
+            partial(self._repeat_or_decide, key, routed, policies) for key, routed in by_key.items()
+        ]
         beat_rules = [partial(self._beat, rule, ms, policies) for rule, ms in beats.items()]
-        decisions = await _all(
+        outcomes = await _all(
             [
                 self._in_turn(key, partial(self._slot, step))
                 for key, step in zip(by_key, decide_keys, strict=True)
             ]
+            if decide_keys
+            else []
         )
-        await _all([self._slot(step) for step in beat_rules])
+        if beat_rules:
+            await _all([self._slot(step) for step in beat_rules])
         result = IngestResult()
-        for d in decisions:
-            result.duplicates += d.duplicates
-            result.opened += int(d.opened)
-            if d.incident is not None:
-                result.incidents.append(d.incident.id)
+        for incident_id, opened, duplicates in outcomes:
+            result.duplicates += duplicates
+            result.opened += int(opened)
+            if incident_id is not None:
+                result.incidents.append(incident_id)
         return result
+
+    async def _repeat_or_decide(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Outcome:
+        """Alertmanager re-sends every group each group_interval: most webhooks repeat what is
+        held. Those alerts are counted in one store step (no read, no decide, no rewrite); the
+        others, and any the store does not confirm, are decided in full."""
+        occurrences = [
+            hash((key, ra.alert.fingerprint, ra.alert.status, ra.alert.starts_at_ms)) for ra in routed
+        ]
+        held = self._held
+        if all(o in held for o in occurrences):
+            found = await self.store.count_repeats(key, [ra.alert for ra in routed])
+            if found is not None:
+                return found, False, len(routed)
+            for o in occurrences:  # no longer repeats (the incident closed, say): ask in full
+                held.pop(o, None)
+        d = await self._ingest_key(key, routed, policies)
+        inc = d.incident
+        if inc is not None and inc.is_open:
+            for o, ra in zip(occurrences, routed, strict=True):
+                state = inc.alerts.get(ra.alert.fingerprint)
+                if state is not None and state.status is ra.alert.status:
+                    held[o] = None
+            while len(held) > HELD_OCCURRENCES:
+                del held[next(iter(held))]
+        return (None if inc is None else inc.id), d.opened, d.duplicates
 
     async def _ingest_key(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Decision:
         shard = keys.shard_of_key(key)

@@ -1,7 +1,10 @@
 """Alertmanager webhook payload (version 4) -> Alerts. Unknown fields are ignored: Alertmanager adds some."""
 
 import functools
+import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
 
@@ -17,6 +20,10 @@ _RFC3339 = re.compile(
 )
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant every reader can render
 MAX_COUNT = 1_000_000_000  # for counts such as truncatedAlerts: far above any real one
+# Alertmanager re-sends an unchanged group byte for byte (firing alerts carry the zero endsAt):
+# bodies seen lately are parsed once. Bounded in count and body size.
+CACHED_BODIES = 4096
+CACHED_BODY_BYTES = 16 * 1024
 
 
 @functools.lru_cache(maxsize=4096)  # Alertmanager re-sends the same startsAt with every repeat
@@ -115,3 +122,33 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a webhook handler needs of a body: shared by every repeat of it, so never changed."""
+
+    receiver: str
+    truncated_alerts: int
+    alerts: tuple[Alert, ...]
+    firing: int  # how many of the alerts are firing
+
+
+_parsed: dict[bytes, Parsed] = {}  # body digest -> parsed; insertion order = age
+
+
+def parse_body(body: bytes, decode: Callable[[bytes], object]) -> Parsed:
+    """A body as `parse_payload` reads it (decoded by `decode`), from the cache when the same
+    bytes came lately. A body that fails is never cached: it fails the same way every time."""
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    found = _parsed.get(digest)
+    if found is not None:
+        return found
+    payload, alerts = parse_payload(decode(body))
+    firing = sum(a.status is AlertStatus.FIRING for a in alerts)
+    found = Parsed(payload.receiver, payload.truncated_alerts, tuple(alerts), firing)
+    if len(body) <= CACHED_BODY_BYTES:
+        _parsed[digest] = found
+        if len(_parsed) > CACHED_BODIES:
+            del _parsed[next(iter(_parsed))]
+    return found

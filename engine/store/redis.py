@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from engine.alerts import Alert
 from engine.errors import ConflictError, StoreError
 from engine.events import Decision, Note
 from engine.incident import AlertState, Incident
@@ -14,7 +15,7 @@ from engine.outbox import OutboxMessage
 from engine.store import keys
 from engine.store.base import DueTimer
 from engine.store.outbox import RedisOutbox
-from engine.store.rediscore import AnyRedis, Observer, raise_if_cancelling
+from engine.store.rediscore import AnyRedis, Arg, Observer, raise_if_cancelling
 from engine.timeline import TimelineEntry, in_time_order
 
 __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
@@ -173,6 +174,17 @@ class RedisStore(RedisOutbox):
         """Count repeats of alerts an incident already has: no rewrite, no version bump."""
         key = keys.incident(incident_id)
         await self.durable("count duplicates", "count", [key], [n])
+
+    async def count_repeats(self, incident_key: str, alerts: Sequence[Alert]) -> str | None:
+        """The duplicate fast path: if every alert is a repeat of what the key's open incident
+        holds, count them (as count_duplicates would) and return the incident's id, in one script
+        that reads none of it out; None, having written nothing, otherwise."""
+        args: list[Arg] = []
+        for a in alerts:
+            ends = "" if a.ends_at_ms is None else a.ends_at_ms
+            args += [ALERT + a.fingerprint, a.status.value, a.starts_at_ms, ends]
+        found = await self.durable("count repeats", "repeat", [keys.pointer(incident_key)], args)
+        return None if not found else bytes(found).decode()
 
     async def settled(self, incident_id: str) -> None:
         """With min_replicas, a write replicas must acknowledge before a no-change answer: the state

@@ -28,7 +28,8 @@ AnyRedis = Redis | RedisCluster
 T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
 SCRIPTS = (
-    "commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append", "due"
+    "commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append", "due",
+    "repeat",
 )  # fmt: skip
 Arg = str | int | bytes
 log = structlog.get_logger(__name__)
