@@ -24,6 +24,7 @@ from engine.outbox import OutboxMessage
 from engine.policy.heartbeats import silence_alert
 from engine.policy.models import PolicySet
 from engine.policy.routing import incident_key, route
+from engine.repeats import Held
 from engine.store import keys
 from engine.store.base import DueTimer, Store
 
@@ -33,10 +34,6 @@ MAX_ATTEMPTS = 20
 # of alerts is worked through in bounded batches, and ingest can hold at most this many of the
 # store's connections, so timers and delivery always find one (connect.MAX_CONNECTIONS is 64)
 INGEST_SLOTS = 24
-# alert occurrences this process saw applied to an open incident, as hashes: a webhook whose
-# alerts are all among them tries the duplicate fast path first (Store.count_repeats). Only a
-# hint: the store checks every repeat itself, and a wrong guess costs one round trip.
-HELD_OCCURRENCES = 65_536
 T = TypeVar("T")
 Outcome = tuple[str | None, bool, int]  # a key's incident id, opened, duplicates
 
@@ -73,7 +70,7 @@ class Processor:
         self._ingest_open = asyncio.Event()
         self._ingest_open.set()
         self._turns: dict[str, list[Any]] = {}  # incident key -> [lock, holders and waiters]
-        self._held: dict[int, None] = {}  # see HELD_OCCURRENCES; insertion order = age
+        self._held = Held()  # the duplicate fast path's hint
 
     async def _slot(self, step: Callable[[], Awaitable[T]]) -> T:
         async with self._ingest_slots:
@@ -123,54 +120,52 @@ class Processor:
                     by_key[incident_key(r, alert)].append(RoutedAlert(alert, r))
                 elif alert.status is AlertStatus.FIRING:  # a resolved Watchdog is no sign of life
                     beats[r.rule] = r.heartbeat_ms
-        # incident keys are independent: decide them side by side (each is its own atomic step),
-        # at most INGEST_SLOTS at a time across all webhooks (see there)
-        decide_keys = [
-            partial(self._repeat_or_decide, key, routed, policies) for key, routed in by_key.items()
-        ]
-        beat_rules = [partial(self._beat, rule, ms, policies) for rule, ms in beats.items()]
-        outcomes = await _all(
-            [
-                self._in_turn(key, partial(self._slot, step))
-                for key, step in zip(by_key, decide_keys, strict=True)
-            ]
-            if decide_keys
-            else []
-        )
-        if beat_rules:
-            await _all([self._slot(step) for step in beat_rules])
+        occurrences = {key: self._held.occurrences(key, routed) for key, routed in by_key.items()}
+        outcomes = await self._count_repeats(by_key, occurrences)
+        if rest := [key for key in by_key if key not in outcomes]:
+            # incident keys are independent: decide them side by side (each is its own atomic
+            # step), at most INGEST_SLOTS at a time across all webhooks (see there)
+            steps = [partial(self._decide_key, key, by_key[key], occurrences[key], policies) for key in rest]
+            decided = await _all(
+                [self._in_turn(key, partial(self._slot, step)) for key, step in zip(rest, steps, strict=True)]
+            )
+            outcomes.update(zip(rest, decided, strict=True))
+        if beats:
+            await _all([self._slot(partial(self._beat, rule, ms, policies)) for rule, ms in beats.items()])
         result = IngestResult()
-        for incident_id, opened, duplicates in outcomes:
+        for key in by_key:
+            incident_id, opened, duplicates = outcomes[key]
             result.duplicates += duplicates
             result.opened += int(opened)
             if incident_id is not None:
                 result.incidents.append(incident_id)
         return result
 
-    async def _repeat_or_decide(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Outcome:
-        """Alertmanager re-sends every group each group_interval: most webhooks repeat what is
-        held. Those alerts are counted in one store step (no read, no decide, no rewrite); the
-        others, and any the store does not confirm, are decided in full."""
-        occurrences = [
-            hash((key, ra.alert.fingerprint, ra.alert.status, ra.alert.starts_at_ms)) for ra in routed
-        ]
-        held = self._held
-        if all(o in held for o in occurrences):
-            found = await self.store.count_repeats(key, [ra.alert for ra in routed])
-            if found is not None:
-                return found, False, len(routed)
-            for o in occurrences:  # no longer repeats (the incident closed, say): ask in full
-                held.pop(o, None)
+    async def _count_repeats(
+        self, by_key: dict[str, list[RoutedAlert]], occurrences: dict[str, list[int]]
+    ) -> dict[str, Outcome]:
+        """The keys whose alerts are all held, offered to the store's duplicate fast path in one
+        step: those it counted, as outcomes. It needs no turn on the key: it changes no version,
+        and counts only what the incident holds at that instant."""
+        tried = [key for key, occ in occurrences.items() if self._held.all_held(occ)]
+        if not tried:
+            return {}
+        groups = [(key, [ra.alert for ra in by_key[key]]) for key in tried]
+        found = await self._slot(partial(self.store.count_repeats, groups))
+        outcomes: dict[str, Outcome] = {}
+        for key, incident_id in zip(tried, found, strict=True):
+            if incident_id is None:  # no longer repeats (the incident closed, say): in full
+                self._held.forget(occurrences[key])
+            else:
+                outcomes[key] = (incident_id, False, len(by_key[key]))
+        return outcomes
+
+    async def _decide_key(
+        self, key: str, routed: list[RoutedAlert], occurrences: list[int], policies: PolicySet
+    ) -> Outcome:
         d = await self._ingest_key(key, routed, policies)
-        inc = d.incident
-        if inc is not None and inc.is_open:
-            for o, ra in zip(occurrences, routed, strict=True):
-                state = inc.alerts.get(ra.alert.fingerprint)
-                if state is not None and state.status is ra.alert.status:
-                    held[o] = None
-            while len(held) > HELD_OCCURRENCES:
-                del held[next(iter(held))]
-        return (None if inc is None else inc.id), d.opened, d.duplicates
+        self._held.saw(occurrences, routed, d.incident)
+        return (None if d.incident is None else d.incident.id), d.opened, d.duplicates
 
     async def _ingest_key(self, key: str, routed: list[RoutedAlert], policies: PolicySet) -> Decision:
         shard = keys.shard_of_key(key)

@@ -22,6 +22,7 @@ __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 
 
 ALERT = keys.ALERT_FIELD
+CLUSTER_CALLS = 16  # scripts in flight at once for one caller on Cluster, where each key is its own
 
 
 def _incident(
@@ -175,16 +176,32 @@ class RedisStore(RedisOutbox):
         key = keys.incident(incident_id)
         await self.durable("count duplicates", "count", [key], [n])
 
-    async def count_repeats(self, incident_key: str, alerts: Sequence[Alert]) -> str | None:
-        """The duplicate fast path: if every alert is a repeat of what the key's open incident
-        holds, count them (as count_duplicates would) and return the incident's id, in one script
-        that reads none of it out; None, having written nothing, otherwise."""
-        args: list[Arg] = []
-        for a in alerts:
-            ends = "" if a.ends_at_ms is None else a.ends_at_ms
-            args += [ALERT + a.fingerprint, a.status.value, a.starts_at_ms, ends]
-        found = await self.durable("count repeats", "repeat", [keys.pointer(incident_key)], args)
-        return None if not found else bytes(found).decode()
+    async def count_repeats(self, groups: Sequence[tuple[str, Sequence[Alert]]]) -> list[str | None]:
+        """The duplicate fast path, per (incident key, alerts): where every alert is a repeat of
+        what the key's open incident holds, count them (as count_duplicates would) and give the
+        incident's id; None, having written nothing for that key, otherwise. Reads nothing out:
+        one script for them all on a standalone Redis, one per key (its own slot) on Cluster."""
+        if self.batcher is not None:
+            return await self._repeats(groups)
+        out: list[str | None] = []
+        for first in range(0, len(groups), CLUSTER_CALLS):  # bounded, like the ingest slots
+            chunk = groups[first : first + CLUSTER_CALLS]
+            out += [found for [found] in await asyncio.gather(*(self._repeats([g]) for g in chunk))]
+        return out
+
+    async def _repeats(self, groups: Sequence[tuple[str, Sequence[Alert]]]) -> list[str | None]:
+        pointers = [keys.pointer(key) for key, _ in groups]
+        args: list[Arg] = [len(alerts) for _, alerts in groups]
+        for _, alerts in groups:
+            for a in alerts:
+                args += [
+                    ALERT + a.fingerprint,
+                    a.status.value,
+                    a.starts_at_ms,
+                    "" if a.ends_at_ms is None else a.ends_at_ms,
+                ]
+        found = await self.durable("count repeats", "repeat", pointers, args)
+        return [None if f is None else bytes(f).decode() for f in found]
 
     async def settled(self, incident_id: str) -> None:
         """With min_replicas, a write replicas must acknowledge before a no-change answer: the state

@@ -49,7 +49,10 @@ def raise_if_cancelling() -> None:
 
 
 def _wrote(result: Any) -> bool:
-    """The scripts answer 0, -1 or false (nil) when they changed nothing (a lost race, a gone entry)."""
+    """The scripts answer 0, -1 or false (nil) when they changed nothing (a lost race, a gone entry);
+    a script with an answer per key wrote if any key's answer says so."""
+    if isinstance(result, list):
+        return any(_wrote(r) for r in result)
     return result is not None and result is not False and result not in (0, -1)
 
 
