@@ -25,6 +25,7 @@ class Decoder:
 @pytest.fixture(autouse=True)
 def empty_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(alertmanager, "_parsed", {})
+    monkeypatch.setattr(alertmanager, "_kept", [0])
 
 
 def variant(i: int) -> bytes:
@@ -45,11 +46,13 @@ def test_the_same_bytes_are_parsed_once_and_give_what_a_fresh_parse_gives() -> N
 
 
 def test_the_cache_keeps_the_newest_bodies_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alertmanager, "CACHED_BODIES", 3)
+    size = len(variant(0))
+    assert all(len(variant(i)) == size for i in range(4))
+    monkeypatch.setattr(alertmanager, "CACHED_BYTES", 3 * size)
     decode = Decoder()
     for i in range(4):
         parse_body(variant(i), decode)
-    assert len(alertmanager._parsed) == 3
+    assert len(alertmanager._parsed) == 3 and alertmanager._kept == [3 * size]
     parse_body(variant(3), decode)
     assert decode.calls == 4  # the newest is kept
     parse_body(variant(0), decode)
