@@ -32,6 +32,7 @@ STORE_OPERATIONS = {
     "commit decision": "commit",
     "commit decisions": "commit",  # a batch of fired timers, side by side
     "count duplicates": "commit",
+    "count repeats": "commit",  # the duplicate fast path: a write, WAITed for like a commit
     "read timeline": "timeline",
     "append timeline": "timeline",
     "read due timers": "timers",
