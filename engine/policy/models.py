@@ -250,16 +250,18 @@ class PolicySet(Model):
     maintenance: list[Maintenance] = []  # incidents opened inside a window are recorded, not paged
     teams: dict[str, Team] = {}
     channels: Channels = Channels()
-    # label set -> its routes (routing.route), for the rules and default it was made with
-    _routes: tuple[Any, Any, dict[Any, Any]] | None = PrivateAttr(default=None)
+    # the label names some rule's matchers read, and (their values) -> the routes (routing.route),
+    # for the rules and default they were made with
+    _routes: tuple[Any, Any, tuple[str, ...], dict[Any, Any]] | None = PrivateAttr(default=None)
 
-    def route_cache(self) -> dict[Any, Any]:
+    def route_cache(self) -> tuple[tuple[str, ...], dict[Any, Any]]:
         # by identity: a model_copy shares private attributes, and one with other rules must not
         # see routes of the original's
         held = self._routes
         if held is None or held[0] is not self.rules or held[1] is not self.default:
-            held = self._routes = (self.rules, self.default, {})
-        return held[2]
+            names = tuple(sorted({m.name for rule in self.rules for m in rule.parsed}))
+            held = self._routes = (self.rules, self.default, names, {})
+        return held[2], held[3]
 
     @model_validator(mode="after")
     def _heartbeat_first(self) -> "PolicySet":

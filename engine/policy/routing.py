@@ -7,7 +7,7 @@ from engine.alerts import Alert
 from engine.policy.models import PolicySet, Rule
 
 GroupBy = Literal["alertmanager", "alert"] | tuple[str, ...]
-CACHED_LABEL_SETS = 10_000  # label sets whose routes are kept; senders choose labels, so bounded
+CACHED_LABEL_SETS = 10_000  # routed value sets kept; senders choose labels, so bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +24,12 @@ def route(policies: PolicySet, labels: dict[str, str]) -> list[Route]:
     """Every route for `labels`, in rule order; always ends with exactly one terminal (lane "") route.
 
     A matching `continue: true` rule opens its own lane and the walk goes on; the first matching
-    rule without it ends the walk; when none does, the default applies. Kept per label set: an
-    alert is re-sent with the same labels every repeat interval, and matching is regexes.
+    rule without it ends the walk; when none does, the default applies. Kept per values of the
+    labels the rules read (a missing label reads as ""): matching is regexes, and alerts of a
+    storm differ in instance or service far more often than in what the rules route on.
     """
-    cache = policies.route_cache()
-    key = tuple(labels.items())
+    names, cache = policies.route_cache()
+    key = tuple([labels.get(name, "") for name in names])
     found: tuple[Route, ...] | None = cache.get(key)
     if found is None:
         if len(cache) >= CACHED_LABEL_SETS:

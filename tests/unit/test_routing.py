@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.alerts import Alert, AlertStatus
 from engine.policy.loader import load_policies
 from engine.policy.models import PolicySet
-from engine.policy.routing import GroupBy, Route, incident_key, route
+from engine.policy.routing import GroupBy, Route, _walk, incident_key, route
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +157,27 @@ def test_routes_are_kept_per_label_set_and_a_copy_with_other_rules_does_not_see_
     bare = POLICIES.model_copy(update={"rules": []})
     assert [r.rule for r in route(bare, labels)] == ["default"]
     assert route(POLICIES, labels) == first  # the original's own cache is untouched
+
+
+# the cache keys on the values of the labels the rules read ----------------------------------
+
+LABEL_VALUES = st.sampled_from(["", "db", "web", "api", "staging", "prod", "storage", "x"])
+LABELS = st.dictionaries(
+    st.sampled_from(["service", "env", "team", "alertname", "region", "instance", "pod"]), LABEL_VALUES
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=LABELS)
+def test_a_cached_route_is_what_walking_the_rules_gives(labels: dict[str, str]) -> None:
+    # absent and empty labels, and labels no rule reads, all share entries with other label sets
+    assert route(POLICIES, labels) == _walk(POLICIES, labels)
+
+
+def test_labels_no_rule_reads_do_not_make_a_new_entry() -> None:
+    policies = POLICIES.model_copy(update={"rules": list(POLICIES.rules)})
+    for i in range(50):
+        route(policies, {"service": "db", "env": "prod", "instance": f"host-{i}", "pod": str(i)})
+    names, cache = policies.route_cache()
+    assert "instance" not in names and "service" in names
+    assert len(cache) == 1
