@@ -136,23 +136,33 @@ class Parsed:
     size: int  # of the body, in bytes
 
 
-_parsed: dict[bytes, Parsed] = {}  # body digest -> parsed; insertion order = age
-_kept = [0]  # bytes of the bodies in _parsed
+class _Bodies:
+    """Parsed bodies by digest, oldest first, within CACHED_BYTES of bodies."""
+
+    def __init__(self) -> None:
+        self.parsed: dict[bytes, Parsed] = {}
+        self.kept = 0  # bytes of the bodies held
+
+    def keep(self, digest: bytes, found: Parsed) -> None:
+        self.parsed[digest] = found
+        self.kept += found.size
+        while self.kept > CACHED_BYTES:
+            self.kept -= self.parsed.pop(next(iter(self.parsed))).size
+
+
+_bodies = _Bodies()
 
 
 def parse_body(body: bytes, decode: Callable[[bytes], object]) -> Parsed:
     """A body as `parse_payload` reads it (decoded by `decode`), from the cache when the same
     bytes came lately. A body that fails is never cached: it fails the same way every time."""
     digest = hashlib.blake2b(body, digest_size=16).digest()
-    found = _parsed.get(digest)
+    found = _bodies.parsed.get(digest)
     if found is not None:
         return found
     payload, alerts = parse_payload(decode(body))
     firing = sum(a.status is AlertStatus.FIRING for a in alerts)
     found = Parsed(payload.receiver, payload.truncated_alerts, tuple(alerts), firing, len(body))
     if len(body) <= CACHED_BODY_BYTES:
-        _parsed[digest] = found
-        _kept[0] += found.size
-        while _kept[0] > CACHED_BYTES:
-            _kept[0] -= _parsed.pop(next(iter(_parsed))).size
+        _bodies.keep(digest, found)
     return found

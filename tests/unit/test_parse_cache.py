@@ -24,8 +24,7 @@ class Decoder:
 
 @pytest.fixture(autouse=True)
 def empty_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alertmanager, "_parsed", {})
-    monkeypatch.setattr(alertmanager, "_kept", [0])
+    monkeypatch.setattr(alertmanager, "_bodies", alertmanager._Bodies())
 
 
 def variant(i: int) -> bytes:
@@ -52,7 +51,7 @@ def test_the_cache_keeps_the_newest_bodies_only(monkeypatch: pytest.MonkeyPatch)
     decode = Decoder()
     for i in range(4):
         parse_body(variant(i), decode)
-    assert len(alertmanager._parsed) == 3 and alertmanager._kept == [3 * size]
+    assert len(alertmanager._bodies.parsed) == 3 and alertmanager._bodies.kept == 3 * size
     parse_body(variant(3), decode)
     assert decode.calls == 4  # the newest is kept
     parse_body(variant(0), decode)
@@ -64,7 +63,7 @@ def test_a_big_body_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     decode = Decoder()
     parse_body(BODY, decode)
     parse_body(BODY, decode)
-    assert decode.calls == 2 and not alertmanager._parsed
+    assert decode.calls == 2 and not alertmanager._bodies.parsed
 
 
 def test_a_bad_body_fails_every_time_and_is_never_kept() -> None:
@@ -74,4 +73,4 @@ def test_a_bad_body_fails_every_time_and_is_never_kept() -> None:
     for _ in range(2):
         with pytest.raises(IngestError, match=r"alerts\[1\]\.startsAt"):
             parse_body(bad, orjson.loads)
-    assert not alertmanager._parsed
+    assert not alertmanager._bodies.parsed
