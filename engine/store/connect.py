@@ -107,7 +107,15 @@ async def connect(url: str, max_connections: int = MAX_CONNECTIONS) -> AnyRedis:
         await client.aclose()
         # 3 attempts, each after refreshing the slot map (a failover moves slots): redis-py's
         # default of 10 would hold a webhook for 10 connect timeouts while a master is unreachable
-        return RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5, retry=_retry())
+        cluster = RedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5, retry=_retry())
+        try:
+            # the slot map now, not on the first command: redis-py refreshes it lazily and, racing
+            # the burst of first commands, drops connections that are still connecting
+            await cluster.initialize()
+        except (RedisError, OSError) as exc:
+            await cluster.aclose()
+            raise StoreError(f"connect to redis cluster at {url}: {exc}") from exc
+        return cluster
     return client
 
 

@@ -2,6 +2,7 @@
 durable commit (a script followed by WAIT on the same connection, when replicas are required)."""
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
@@ -56,6 +57,13 @@ def _wrote(result: Any) -> bool:
     return result is not None and result is not False and result not in (0, -1)
 
 
+def _inside_redis_py(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 class RedisCore:
     """The client, the Lua scripts, and _run: every operation timed, every failure a StoreError.
 
@@ -105,6 +113,13 @@ class RedisCore:
         except StoreError:  # not replicated: counted as a failed operation of this step
             self.observe(step, time.perf_counter() - started, False)
             raise
+        except AttributeError as exc:
+            if not _inside_redis_py(exc):
+                raise  # ours: a bug, not an unavailable store
+            # redis-py's cluster client can drop a connection that is still connecting when its
+            # slot map refreshes (its _writer is None): a failed call, retried by Alertmanager on 503
+            self.observe(step, time.perf_counter() - started, False)
+            raise StoreError(f"{step}: redis client connection reset ({exc})") from exc
         self.observe(step, time.perf_counter() - started, True)
         return result
 
