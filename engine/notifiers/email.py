@@ -10,15 +10,23 @@ group messages that share a References id even when that message itself never ar
 """
 
 import asyncio
+import binascii
 import contextlib
+import email.policy
+import functools
 import html
 import ipaddress
 import re
 import secrets
+import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.errors import MessageError
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.policy import Compat32
+from email.utils import format_datetime, parseaddr
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +41,7 @@ from engine.secrets import secret_or_error
 
 DEFAULT_HOSTNAME_FOR_IDS = "escalation-engine"
 _QUIT_TIMEOUT_S = 2.0  # after the message is accepted: never let a slow QUIT turn into a retry
+_CLOSE_TIMEOUT_S = 1.0  # for the server's side of a TLS close, before the socket is dropped
 _MAX_REPLY_CHARS = 300
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")  # RFC 5322 dot-atom-text
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
@@ -155,29 +164,103 @@ def message_id(message: Message, hostname_for_ids: str) -> str:
     return f"<{local}@{hostname_for_ids}>"
 
 
-def build_email(message: Message, sender: str, *, hostname_for_ids: str) -> EmailMessage:
-    """The email for `message` (to `message.address`), threaded under the incident's root id."""
+class _Wire(Compat32):
+    """Header values stored as they go on the wire (see _header): EmailMessage's default policy
+    parsed each on store and re-folded it when flattened, most of the CPU of a send. One reads
+    back as stored: parse as_bytes() for what a recipient sees. 8-bit only for SMTPUTF8."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if not isinstance(value, str) or _BAD_BREAK.search(value):  # never a line of its own
+            raise ValueError(f"{name} header not folded for the wire: {value!r}")
+        return name, value
+
+    def fold(self, name: str, value: str) -> str:
+        return f"{name}: {value}{self.linesep}"
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        return self.fold(name, value).encode("utf-8" if self.cte_type == "8bit" else "ascii")
+
+
+# mangle_from_: compat32 would turn a body line "From ..." into ">From ..."
+_WIRE = _Wire(linesep="\r\n", mangle_from_=False, cte_type="7bit")
+_WIRE_UTF8 = _Wire(linesep="\r\n", mangle_from_=False, cte_type="8bit")
+_BAD_BREAK = re.compile(r"\r(?!\n[ \t])|(?<!\r)\n")  # a CR or LF that is not folding whitespace
+_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")  # printable ASCII words, one space apart
+_TOKEN = re.compile(r"[!-~]{1,900}")
+_MAX_LINE = 78
+
+
+def _header(name: str, value: str, utf8: bool) -> str:
+    """`value` folded for the wire as the modern policy writes it: plain ASCII is folded at its
+    spaces here; addresses, non-ASCII, words too long for a line and text that looks RFC 2047-
+    encoded go to the stdlib. A msg-id stays whole: split into RFC 2047 words it threads nowhere."""
+    if name in ("Message-ID", "In-Reply-To", "References") and _TOKEN.fullmatch(value):
+        return value
+    if name in ("From", "To") or "=?" in value or not _PLAIN.fullmatch(value):
+        return _stdlib_folded(name, value, utf8)
+    lines, line = [], f"{name}:"
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) <= _MAX_LINE:
+            line += " " + word
+        elif line != f"{name}:" and 1 + len(word) <= _MAX_LINE:
+            lines.append(line)
+            line = " " + word
+        else:  # the stdlib encodes such a word to fold it
+            return _stdlib_folded(name, value, utf8)
+    return "\r\n".join([*lines, line])[len(name) + 2 :]
+
+
+@functools.lru_cache(maxsize=1024)  # From and To repeat; so do an incident's subjects
+def _stdlib_folded(name: str, value: str, utf8: bool) -> str:
+    if len(value.splitlines()) > 1:  # as EmailMessage refused it
+        raise ValueError("Header values may not contain linefeed or carriage return characters")
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    line = str(policy.header_factory(name, value).fold(policy=policy))  # "Name: value\r\n"
+    # not "Name:\r\n value": read back, that value starts with a space
+    return line[len(name) + 1 : -2].lstrip(" ").removeprefix("\r\n ")
+
+
+def _quoted_printable(text: str, subtype: str, policy: _Wire) -> EmailMessage:
+    part = EmailMessage(policy=policy)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    # line breaks as set_content() made them: CR, LF and CRLF alike, and one at the end
+    lines = text.encode("utf-8").splitlines()
+    part.set_payload(binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True).decode("ascii"))
+    return part
+
+
+def build_email(message: Message, sender: str, *, hostname_for_ids: str, utf8: bool = False) -> EmailMessage:
+    """The email for `message` (to `message.address`), threaded under the incident's root id.
+
+    as_bytes() is the email as sent. `utf8`: for non-ASCII addresses, an SMTPUTF8 session (raw
+    UTF-8 in headers, as email.policy.SMTPUTF8 writes them)."""
     root = thread_root(message.incident_id, hostname_for_ids)
-    email = EmailMessage()
-    email["Subject"] = _one_line(message.title)
-    email["From"] = sender
-    email["To"] = message.address
-    email["Date"] = formatdate(usegmt=True)
-    email["Message-ID"] = message_id(message, hostname_for_ids)
-    email["In-Reply-To"] = root
-    email["References"] = root
-    email["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not answer
-    email["X-Auto-Response-Suppress"] = "All"  # the same for Exchange / Outlook out-of-office replies
-    email["X-Escalation-Incident"] = _one_line(message.incident_id)
-    email["X-Escalation-Action"] = str(message.action)
-    email["X-Escalation-Severity"] = _one_line(message.severity)
-    email["X-Mailer"] = f"escalation-engine/{__version__}"
+    policy = _WIRE_UTF8 if utf8 else _WIRE
+    mail = EmailMessage(policy=policy)
+    for name, value in (
+        ("Subject", _one_line(message.title)),
+        ("From", sender),
+        ("To", message.address),
+        ("Date", format_datetime(datetime.now(UTC))),  # "+0000", as the modern policy rewrote "GMT"
+        ("Message-ID", message_id(message, hostname_for_ids)),
+        ("In-Reply-To", root),
+        ("References", root),
+        ("Auto-Submitted", "auto-generated"),  # RFC 3834: auto-responders must not answer
+        ("X-Auto-Response-Suppress", "All"),  # the same for Exchange / Outlook out-of-office replies
+        ("X-Escalation-Incident", _one_line(message.incident_id)),
+        ("X-Escalation-Action", str(message.action)),
+        ("X-Escalation-Severity", _one_line(message.severity)),
+        ("X-Mailer", f"escalation-engine/{__version__}"),
+        ("MIME-Version", "1.0"),
+    ):
+        mail[name] = _header(name, value, utf8)
+    # the boundary from `secrets`, not from the generator's use of the global `random` module
+    mail["Content-Type"] = f'multipart/alternative;\r\n boundary="=_{secrets.token_hex(16)}"'
     # Quoted-printable keeps the source readable (base64 would hide it); text first, HTML last.
-    email.set_content(text_body(message), cte="quoted-printable")
-    email.add_alternative(html_body(message), subtype="html", cte="quoted-printable")
-    # chosen here, not by the generator, which draws it from the global `random` module
-    email.set_boundary(f"=_{secrets.token_hex(16)}")
-    return email
+    mail.attach(_quoted_printable(text_body(message), "plain", policy))
+    mail.attach(_quoted_printable(html_body(message), "html", policy))
+    return mail
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
@@ -224,6 +307,51 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_fqdn: str | None = None
+
+
+async def _local_hostname() -> str:
+    """The name for EHLO, looked up once: aiosmtplib, given none, asks a thread for it per connection."""
+    global _fqdn
+    if _fqdn is None:
+        _fqdn = await asyncio.to_thread(socket.getfqdn)
+    return _fqdn
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, holding on to each connection it closes until its socket is closed.
+
+    close() only starts that: over TLS the socket goes once the server answers our close_notify,
+    which nobody awaited (a closing event loop then left the socket to the garbage collector).
+    aiosmtplib drops a connection only through close()."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._closing: list[tuple[asyncio.BaseTransport, Callable[[], int] | None]] = []
+
+    def close(self) -> None:
+        if self.transport is not None:  # the socket is None when the TLS layer already closed it
+            sock = self.transport.get_extra_info("socket")
+            self._closing.append((self.transport, sock.fileno if sock is not None else None))
+        super().close()
+
+    async def wait_closed(self, timeout_s: float) -> None:
+        """Until each socket is closed; one the server holds past `timeout_s` is aborted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for transport, fileno in self._closing:
+            pause = 0.0  # a plain socket closes on the loop's next turn, TLS after a round trip
+            while fileno is not None and fileno() != -1:
+                if loop.time() >= deadline:
+                    if isinstance(transport, asyncio.WriteTransport):
+                        transport.abort()
+                        await asyncio.sleep(0)  # closed on the loop's next turn
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 2 or 0.001, 0.05)
+        self._closing.clear()
+
+
 class EmailNotifier:
     """Sends each message as an email to `message.address` through one SMTP server.
 
@@ -250,6 +378,7 @@ class EmailNotifier:
         self._host = host
         self._port = port
         self._sender = sender
+        self._envelope_from = parseaddr(sender)[1]
         self._tls = tls
         self._starttls = starttls and not tls  # implicit TLS already encrypts: no upgrade to do
         self._username = username
@@ -290,7 +419,7 @@ class EmailNotifier:
             self._credentials(what)
         except PermanentDeliveryError as exc:
             return str(exc)
-        if not parseaddr(self._sender)[1]:
+        if not self._envelope_from:
             return f"{what}: sender {self._sender!r} is not an email address"
         if "@" not in address or _one_line(address) != address:
             return f"{what}: not an email address"
@@ -302,12 +431,14 @@ class EmailNotifier:
         if (why := self.unusable(address)) is not None:
             raise PermanentDeliveryError(why)
         credentials = self._credentials(what)
-        envelope_from = parseaddr(self._sender)[1]
+        envelope_from = self._envelope_from
+        utf8 = not (envelope_from.isascii() and address.isascii())  # as send_message() decided
         try:
-            email = build_email(message, self._sender, hostname_for_ids=self._hostname_for_ids)
-        except (ValueError, TypeError) as exc:
+            mail = build_email(message, self._sender, hostname_for_ids=self._hostname_for_ids, utf8=utf8)
+            wire = mail.as_bytes()  # flattened once: send_message() would copy and re-fold it
+        except (ValueError, TypeError, MessageError) as exc:
             raise PermanentDeliveryError(f"{what}: cannot build the email: {exc}") from exc
-        client = aiosmtplib.SMTP(
+        client = _Client(
             hostname=self._host,
             port=self._port,
             use_tls=self._tls,
@@ -320,8 +451,11 @@ class EmailNotifier:
         try:
             try:
                 async with asyncio.timeout(self._timeout_s):
+                    client.local_hostname = await _local_hostname()
                     await client.connect()
-                    await client.send_message(email, sender=envelope_from, recipients=[address])
+                    await client.sendmail(
+                        envelope_from, [address], wire, mail_options=await _options(client, utf8)
+                    )
             except Exception as exc:
                 raise _classify(exc, what) from exc
             # Accepted: from here on nothing may fail the delivery (a retry would send it twice).
@@ -330,7 +464,18 @@ class EmailNotifier:
                     await client.quit()
         finally:
             client.close()
+            await client.wait_closed(_CLOSE_TIMEOUT_S)  # no socket outlives its send
         return None
+
+
+async def _options(client: aiosmtplib.SMTP, utf8: bool) -> list[str]:
+    """No MAIL options for our 7-bit mail; for non-ASCII addresses what send_message() asked
+    (sendmail() refuses if the server has no SMTPUTF8, which needs EHLO: no HELO fallback)."""
+    if not utf8:
+        return []
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    return ["SMTPUTF8", *(["BODY=8BITMIME"] if client.supports_extension("8bitmime") else [])]
 
 
 def build(

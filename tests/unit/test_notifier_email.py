@@ -1,27 +1,38 @@
 """EmailNotifier against real SMTP servers: aiosmtpd Controllers on 127.0.0.1, each on its own thread."""
 
 import asyncio
+import contextlib
 import email
 import email.policy
-import gc
+import os
 import re
+import socket
 import ssl
+import string
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from email.message import EmailMessage
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtplib.email import flatten_message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from engine import __version__
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import AlertSummary, Message
 from engine.notifiers import EmailNotifier, build_notifiers
-from engine.notifiers.email import build_email, html_body, text_body, thread_root
+from engine.notifiers import email as email_module
+from engine.notifiers.email import build_email, html_body, message_id, text_body, thread_root
 from tests.servers import free_port
 
 HOST = "127.0.0.1"
@@ -78,6 +89,7 @@ class Handler:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     envelopes: list[Any] = field(default_factory=list)
+    ehlo_names: list[str] = field(default_factory=list)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -91,6 +103,7 @@ class Handler:
         if self.data_reply:
             return self.data_reply
         self.envelopes.append(envelope)
+        self.ehlo_names.append(session.host_name)
         return "250 Message accepted for delivery"
 
     def emails(self) -> list[EmailMessage]:
@@ -190,6 +203,21 @@ def notifier(
     )
 
 
+def open_sockets_to(port: int) -> int:
+    """This process's TCP sockets connected to `port` (Linux /proc): a send must leave none open,
+    or each waits for the garbage collector (a ResourceWarning, in whichever test runs then)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            ours.add(os.readlink(f"/proc/self/fd/{fd}"))
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            count += int(fields[2].rsplit(":", 1)[1], 16) == port and f"socket:[{fields[9]}]" in ours
+    return count
+
+
 # ---- content -------------------------------------------------------------------------------------
 
 
@@ -198,6 +226,7 @@ async def test_delivers_multipart_email_with_headers(smtp_server: StartServer) -
 
     await notifier(server.port).send(MESSAGE)
 
+    assert open_sockets_to(server.port) == 0  # closed before send() returns
     [envelope] = server.handler.envelopes
     assert envelope.mail_from == "alerts@example.com"
     assert envelope.rcpt_tos == ["oncall@example.com"]
@@ -252,6 +281,140 @@ def test_html_part_shows_the_html_rendering_and_text_links_the_incident_once() -
     assert "Status: Triggered &lt;x&gt;" in page and "&amp;lt;" not in page  # escaped once, in the template
     assert html_body(MESSAGE).count("&lt;script&gt;") == 1  # no `html`: the body is escaped here
     assert mail["Subject"] == "[P1] HighErrorRate checkout"
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\u2028", "\x85", "\v"])
+async def test_alert_text_arrives_in_its_own_header_as_one_line(smtp_server: StartServer, brk: str) -> None:
+    server = smtp_server()
+    title = f"[P1] Überlast \u2013 数据库{brk}Bcc: victim@example.com{brk}{brk}body"
+    hostile = replace(MESSAGE, title=title, severity=f"P1{brk}X-Injected: 1", incident_id=f"3-ab{brk}To: x")
+
+    await notifier(server.port).send(hostile)
+
+    [envelope] = server.handler.envelopes
+    assert envelope.rcpt_tos == ["oncall@example.com"]
+    head = envelope.content.partition(b"\r\n\r\n")[0]
+    assert head.isascii()  # non-ASCII as RFC 2047 encoded-words
+    [mail] = server.handler.emails()
+    assert mail["Subject"] == "[P1] Überlast \u2013 数据库 Bcc: victim@example.com body"
+    assert mail["X-Escalation-Severity"] == "P1 X-Injected: 1"
+    assert mail["X-Escalation-Incident"] == "3-ab To: x"
+    assert mail["Bcc"] is None and mail["X-Injected"] is None and mail.get_all("To") == ["oncall@example.com"]
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+async def test_a_non_ascii_address_needs_smtputf8(smtp_server: StartServer, smtputf8: bool) -> None:
+    server = smtp_server(enable_SMTPUTF8=smtputf8)
+    to_jorg = replace(MESSAGE, address="jörg@exämple.com")
+
+    if not smtputf8:
+        with pytest.raises(PermanentDeliveryError, match="SMTPUTF8 is not supported"):
+            await notifier(server.port).send(to_jorg)
+        return
+    await notifier(server.port).send(to_jorg)
+
+    [envelope] = server.handler.envelopes
+    assert envelope.rcpt_tos == ["jörg@exämple.com"]
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(envelope.mail_options)
+    [mail] = server.handler.emails()
+    assert mail["To"] == "jörg@exämple.com"  # in UTF-8: an address cannot be RFC 2047-encoded
+
+
+async def test_ehlo_names_this_host_looked_up_once(
+    smtp_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = smtp_server(server_hostname="smtp.test")  # else aiosmtpd looks its own name up
+    lookups: list[str] = []
+
+    def getfqdn() -> str:
+        lookups.append("getfqdn")
+        return "mx1.example.net"
+
+    monkeypatch.setattr(email_module, "_fqdn", None)
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    email_notifier = notifier(server.port)
+
+    for _ in range(3):
+        await email_notifier.send(MESSAGE)
+
+    assert server.handler.ehlo_names == ["mx1.example.net"] * 3
+    assert lookups == ["getfqdn"]  # not once per connection, in a thread each time
+
+
+def old_build_email(message: Message, sender: str, *, hostname_for_ids: str) -> EmailMessage:
+    """build_email as it was (EmailMessage, default policy), for what a recipient read of it."""
+    root = thread_root(message.incident_id, hostname_for_ids)
+    mail = EmailMessage()
+    for name, value in [
+        ("Subject", " ".join(message.title.split())),
+        ("From", sender),
+        ("To", message.address),
+        ("Date", formatdate(usegmt=True)),
+        ("Message-ID", message_id(message, hostname_for_ids)),
+        ("In-Reply-To", root),
+        ("References", root),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Escalation-Incident", " ".join(message.incident_id.split())),
+        ("X-Escalation-Action", str(message.action)),
+        ("X-Escalation-Severity", " ".join(message.severity.split())),
+        ("X-Mailer", f"escalation-engine/{__version__}"),
+    ]:
+        mail[name] = value
+    mail.set_content(text_body(message), cte="quoted-printable")
+    mail.add_alternative(html_body(message), subtype="html", cte="quoted-printable")
+    mail.set_boundary(f"=_{'0' * 32}")
+    return mail
+
+
+TEXT = st.text(max_size=200) | st.text(string.printable + "äß\u2013数", max_size=300)
+WORD = st.text(string.ascii_letters + "=?_-[]<>", min_size=1, max_size=90)  # some too long for a line
+WORDS = st.lists(WORD, max_size=12).map(" ".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=TEXT | WORDS,
+    body=TEXT,
+    page=st.just("") | TEXT,
+    severity=TEXT | WORDS,
+    incident_id=st.text(max_size=40),
+    ids=st.sampled_from(["alerts.example.com", "a" * 80 + ".example", "bücher.example"]),
+    utf8=st.booleans(),
+)
+def test_the_email_reads_as_the_old_build_did(
+    title: str, body: str, page: str, severity: str, incident_id: str, ids: str, utf8: bool
+) -> None:
+    """What a recipient reads (header values, both bodies) is what the old EmailMessage build gave."""
+    utf8 = utf8 or not ids.isascii()  # as send() sets it: the ids are on the sender's domain
+    address = "jörg@exämple.com" if utf8 else "oncall@example.com"
+    msg = replace(MESSAGE, title=title, body=body, html=page, severity=severity, incident_id=incident_id)
+    msg = replace(msg, address=address)
+
+    raw = build_email(msg, SENDER, hostname_for_ids=ids, utf8=utf8).as_bytes()
+    new = email.message_from_bytes(raw, policy=email.policy.default)
+    old_raw = flatten_message(old_build_email(msg, SENDER, hostname_for_ids=ids), utf8=utf8)
+    old = email.message_from_bytes(old_raw, policy=email.policy.default)
+
+    same = [k for k in old if k not in ("Date", "Message-ID", "Content-Type")]
+    # lstrip: the old fold could move a whole value onto a continuation line ("Name:\r\n value"),
+    # which reads back with a leading space
+    assert [(k, new[k]) for k in same] == [(k, old[k].lstrip()) for k in same]
+    assert new.keys() == old.keys()  # no header more or less
+    assert abs(new["Date"].datetime - old["Date"].datetime) < timedelta(seconds=5)
+    unique = re.compile(r"\.[0-9a-f]{16}@")
+    assert unique.sub("@", new["Message-ID"]) == unique.sub("@", old["Message-ID"].lstrip())
+    assert new.get_content_type() == "multipart/alternative"
+    assert re.fullmatch(r"=_[0-9a-f]{32}", new.get_boundary() or "")
+    new_parts, old_parts = list(new.iter_parts()), list(old.iter_parts())
+    assert [p.get_content() for p in new_parts] == [p.get_content() for p in old_parts]
+    assert [p["Content-Type"] for p in new_parts] == [p["Content-Type"] for p in old_parts]
+    assert {p["Content-Transfer-Encoding"] for p in new_parts} == {"quoted-printable"}
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert all(len(line) <= 998 and b"\r" not in line and b"\n" not in line for line in head.split(b"\r\n"))
+    assert all(line[:1] in (b" ", b"\t") or b":" in line for line in head.split(b"\r\n"))
+    assert rest.isascii() and (utf8 or head.isascii())
+    assert all(len(line) <= 76 for line in rest.split(b"\r\n"))  # RFC 2045's quoted-printable limit
 
 
 # ---- threading -----------------------------------------------------------------------------------
@@ -325,6 +488,8 @@ async def test_server_that_never_answers_is_retryable(silent_server: int) -> Non
     with pytest.raises(RetryableDeliveryError, match=r"timed out"):
         await notifier(silent_server, timeout_s=0.2).send(MESSAGE)
 
+    assert open_sockets_to(silent_server) == 0
+
 
 @pytest.mark.parametrize(
     ("stage", "reply", "error"),
@@ -346,6 +511,7 @@ async def test_smtp_reply_class_decides_retry(
 
     assert type(info.value) is error
     assert server.handler.envelopes == []
+    assert open_sockets_to(server.port) == 0
 
 
 async def test_invalid_recipient_address_is_permanent(smtp_server: StartServer) -> None:
@@ -415,6 +581,9 @@ async def test_starttls_then_auth(smtp_server: StartServer, certificate: tuple[P
 
     await tls_notifier.send(MESSAGE)
 
+    # TLS closes after a close_notify round trip, which send() waits for: a socket left to the
+    # garbage collector warned in whichever test ran then (test_implicit_tls, now and then)
+    assert open_sockets_to(server.port) == 0
     [envelope] = server.handler.envelopes
     assert envelope.rcpt_tos == ["oncall@example.com"]
 
@@ -425,14 +594,10 @@ async def test_implicit_tls(smtp_server: StartServer, certificate: tuple[Path, P
     # starttls=True as well (the policy's default): implicit TLS wins, nothing to upgrade.
     await notifier(server.port, tls=True, starttls=True, tls_context=client_tls(certificate)).send(MESSAGE)
 
+    assert open_sockets_to(server.port) == 0
     assert len(server.handler.envelopes) == 1
 
 
-# A failed STARTTLS handshake can leave asyncio's plain transport to the garbage collector (the
-# notifier closes its client; the transport under start_tls is asyncio's): collected here, its
-# ResourceWarning is this test's, not a warning that fails whichever test runs next.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_starttls_with_untrusted_certificate_is_retryable(
     smtp_server: StartServer, certificate: tuple[Path, Path]
 ) -> None:
@@ -441,8 +606,50 @@ async def test_starttls_with_untrusted_certificate_is_retryable(
     with pytest.raises(RetryableDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
         await notifier(server.port, starttls=True).send(MESSAGE)  # system CAs: not trusted
 
+    assert open_sockets_to(server.port) == 0  # the plain socket under the failed handshake too
     assert server.handler.envelopes == []
-    gc.collect()
+
+
+@pytest.fixture
+async def server_that_holds_on(certificate: tuple[Path, Path]) -> AsyncIterator[int]:
+    """Implicit-TLS SMTP that accepts the mail, then after its 221 reads nothing: our
+    close_notify is never answered, the connection never closed from its side."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(b"220 ready\r\n")
+        while verb := (await reader.readline())[:4].upper():
+            if verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                assert isinstance(writer.transport, asyncio.Transport)
+                writer.transport.pause_reading()
+                return
+            writer.write(b"354 go on\r\n" if verb == b"DATA" else b"250 ok\r\n")
+            if verb == b"DATA":
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.write(b"250 accepted\r\n")
+
+    server = await asyncio.start_server(serve, HOST, 0, ssl=server_tls(certificate))
+    yield server.sockets[0].getsockname()[1]
+    for writer in writers:
+        writer.transport.abort()  # no TLS close to wait for: it reads nothing any more
+        await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_server_that_never_lets_go_is_let_go(
+    server_that_holds_on: int, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(email_module, "_CLOSE_TIMEOUT_S", 0.3)
+    tls_notifier = notifier(server_that_holds_on, tls=True, tls_context=client_tls(certificate))
+
+    started = time.monotonic()
+    await tls_notifier.send(MESSAGE)  # accepted: no error, however the close goes
+
+    assert time.monotonic() - started < 5  # asyncio alone waits 30 s for the server's close_notify
+    assert open_sockets_to(server_that_holds_on) == 0
 
 
 async def test_starttls_required_but_not_offered_is_permanent(smtp_server: StartServer) -> None:
