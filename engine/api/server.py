@@ -116,11 +116,12 @@ def serve(
     limits: Limits,
     tls: ssl.SSLContext | None,
     on_listening: Callable[[GuardedSite], None] = lambda site: None,
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> None:
     """Run until SIGINT or SIGTERM, as web.run_app does, on a GuardedSite. The port is bound
     first: a port in use is an EngineError before any loop starts (timers, delivery)."""
     sock = _bind(host, port)
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     main = loop.create_task(_serve(app, sock, limits, tls, on_listening))
     try:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from engine import gctune
+from engine import gctune, loops
 from engine.cli.problems import load_or_report
 from engine.errors import EngineError
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         problem = exposure_problem(settings, make_auth(settings), host)
         tls = tls_context(settings)
+        new_loop = loops.factory(settings.event_loop)
     except OSError as exc:  # a credentials file that cannot be read
         problem, tls = f"{exc.filename}: {exc.strerror}", None
     except EngineError as exc:
@@ -56,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, policies, role="http" if settings.worker_process else "all")
     gctune.tune()
     scheme = "https" if tls else "http"
+    started = lambda site: _started(settings, scheme, site.port)  # noqa: E731
     try:
-        serve(app, host, port, Limits.of(settings), tls, lambda site: _started(settings, scheme, site.port))
+        serve(app, host, port, Limits.of(settings), tls, started, new_loop)
     except EngineError as exc:  # e.g. the port is in use
         print(f"escalation-engine: {exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import gctune
+from engine import gctune, loops
 from engine.cli.problems import load_or_report
+from engine.errors import EngineError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -40,10 +41,15 @@ def run(args: argparse.Namespace) -> int:
     policies = load_or_report(settings.policies, "refusing to start: ")
     if policies is None:
         return 2
+    try:
+        new_loop = loops.factory(settings.event_loop)
+    except EngineError as exc:
+        print(f"escalation-engine: refusing to start: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, policies, role="worker", control_fd=args.control_fd)
     gctune.tune()
-    asyncio.run(_run(app))
+    loops.run(_run(app), new_loop)
     return 0
 
 
