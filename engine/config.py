@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     retention_days: float = 30
     archive_dir: Path | None = None  # resolved incidents are written here as JSON lines before they expire
     log_format: Literal["auto", "json", "console"] = "auto"
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
+    # uvloop is opt-in: the connection cap (api/server.GuardedSite) does not hold on it yet
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "asyncio"  # auto: uvloop when installed
     log_level: str = "info"
 
     scheduler_max_sleep_s: float = 1.0  # re-check for timers set by other replicas
