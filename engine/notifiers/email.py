@@ -448,9 +448,10 @@ class EmailNotifier:
             username=credentials[0] if credentials else None,
             password=credentials[1] if credentials else None,
         )
+        accept_s, quit_s, close_s = _budgets(self._timeout_s)
         try:
             try:
-                async with asyncio.timeout(self._timeout_s):
+                async with asyncio.timeout(accept_s):
                     client.local_hostname = await _local_hostname()
                     await client.connect()
                     await client.sendmail(
@@ -460,12 +461,21 @@ class EmailNotifier:
                 raise _classify(exc, what) from exc
             # Accepted: from here on nothing may fail the delivery (a retry would send it twice).
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(min(self._timeout_s, _QUIT_TIMEOUT_S)):
+                async with asyncio.timeout(quit_s):
                     await client.quit()
         finally:
             client.close()
-            await client.wait_closed(_CLOSE_TIMEOUT_S)  # no socket outlives its send
+            await client.wait_closed(close_s)  # no socket outlives its send
         return None
+
+
+def _budgets(timeout_s: float) -> tuple[float, float, float]:
+    """Seconds to get the mail accepted, for QUIT, and for the close: together within
+    `timeout_s` (the delivery's own deadline, 5 % kept for what the worker does around the
+    send), so a mail the server accepted is never cut off by that deadline and sent again."""
+    quit_s = min(_QUIT_TIMEOUT_S, timeout_s / 5)
+    close_s = min(_CLOSE_TIMEOUT_S, timeout_s / 10)
+    return timeout_s * 0.95 - quit_s - close_s, quit_s, close_s
 
 
 async def _options(client: aiosmtplib.SMTP, utf8: bool) -> list[str]:

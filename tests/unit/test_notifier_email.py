@@ -652,6 +652,43 @@ async def test_a_server_that_never_lets_go_is_let_go(
     assert open_sockets_to(server_that_holds_on) == 0
 
 
+async def test_an_accepted_mail_is_done_within_the_delivery_deadline_whatever_quit_does() -> None:
+    """The server accepts the mail, then never answers QUIT. The worker cuts a send off at the
+    same deadline the notifier is given (ESCALATION_DELIVERY_TIMEOUT_S): were QUIT and the close
+    to run past it, the accepted mail would count as failed and be sent again."""
+    seen: list[bytes] = []
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        writer.write(b"220 ready\r\n")
+        try:
+            while verb := (await reader.readline())[:4].upper():
+                seen.append(verb)
+                if verb == b"QUIT":
+                    await asyncio.sleep(30)  # no 221, no close
+                writer.write(b"354 go on\r\n" if verb == b"DATA" else b"250 ok\r\n")
+                if verb == b"DATA":
+                    await reader.readuntil(b"\r\n.\r\n")
+                    writer.write(b"250 accepted\r\n")
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        async with asyncio.timeout(1.0):  # as ChannelWorker.deliver wraps it
+            await notifier(port, timeout_s=1.0).send(MESSAGE)
+        assert b"QUIT" in seen and b"DATA" in seen
+        assert open_sockets_to(port) == 0
+    finally:
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+
+
 async def test_starttls_required_but_not_offered_is_permanent(smtp_server: StartServer) -> None:
     server = smtp_server()
 
