@@ -28,6 +28,7 @@ class OutboxMessage:
     note: str = ""  # an UPDATE's own words (a reassignment, a reminder); "" for a status update
     update: int = 0  # a status update's number: what it says, even when sent after the next one
     paced: bool = False  # parked for a turn the rate limit reserved: sent when it comes back
+    urgent: bool = False  # rides its queue's urgent lane, read before the rest (see `urgent`)
 
     def retry(self, address: Address) -> "OutboxMessage":
         """This message again, to the one address that failed, one attempt later."""
@@ -76,6 +77,8 @@ class OutboxMessage:
             raw["update"] = self.update
         if self.paced:
             raw["paced"] = True
+        if self.urgent:
+            raw["urgent"] = True
         return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
@@ -98,4 +101,15 @@ class OutboxMessage:
             note=str(raw.get("note", "")),
             update=int(raw.get("update", 0)),
             paced=bool(raw.get("paced", False)),
+            urgent=bool(raw.get("urgent", False)),
         )
+
+
+def urgent(action: Action, level: int, rank: int, severities: int) -> bool:
+    """Whether a notification goes before the rest of its queue: everything about an incident
+    whose severity ranks in the upper half (P0 and P1 of P0-P3: their first page, updates and
+    resolution alike), and the page of an escalation (level 2 on: someone did not answer) at
+    any severity. Under a storm of lesser alerts, these do not wait behind it; with a single
+    severity, escalations go first. `rank` is 0 for the highest of `severities` (a severity no
+    longer defined ranks below them all)."""
+    return rank < severities // 2 or (action is Action.TRIGGER and level >= 1)

@@ -20,7 +20,7 @@ from engine.incident import Incident, Status
 from engine.manual import ManualIncident, routed_alert
 from engine.manual import problems as manual_problems
 from engine.metrics import Metrics, level_label
-from engine.outbox import OutboxMessage
+from engine.outbox import OutboxMessage, urgent
 from engine.policy.heartbeats import silence_alert
 from engine.policy.models import PolicySet
 from engine.policy.routing import incident_key, route
@@ -247,7 +247,9 @@ class Processor:
         if not commits:
             return [], rest
         try:
-            results = await self.store.commit_many([(p, d, now, _outbox(d, now)) for _, p, d, _ in commits])
+            results = await self.store.commit_many(
+                [(p, d, now, _outbox(d, now, policies)) for _, p, d, _ in commits]
+            )
         except Exception:  # a record that cannot be written (nothing was sent): fire() finds which
             return [], due
         done = []
@@ -299,7 +301,7 @@ class Processor:
                     await self.store.settled(d.incident.id)
                 return d
             try:
-                await self.store.commit(previous, d, now, _outbox(d, now))
+                await self.store.commit(previous, d, now, _outbox(d, now, policies))
             except ConflictError:
                 self.metrics.commit_conflicts.inc()
                 continue
@@ -353,11 +355,21 @@ async def _all(steps: list[Coroutine[Any, Any, T]]) -> list[T]:
         raise
 
 
-def _outbox(d: Decision, now_ms: int) -> list[OutboxMessage]:
+def _outbox(d: Decision, now_ms: int, policies: PolicySet) -> list[OutboxMessage]:
     inc = d.incident
     assert inc is not None
+    rank, ranks = policies.severity_rank(inc.severity), len(policies.severities)
     return [
-        OutboxMessage(inc.id, e.action, t, e.level, now_ms, note=e.note, update=e.update)
+        OutboxMessage(
+            inc.id,
+            e.action,
+            t,
+            e.level,
+            now_ms,
+            note=e.note,
+            update=e.update,
+            urgent=urgent(e.action, e.level, rank, ranks),
+        )
         for e in d.effects
         if isinstance(e, Notify)
         for t in e.targets

@@ -70,6 +70,15 @@ class Shared:
         await self.store.append_timeline(incident_id, TimelineEntry(self.clock.now_ms(), kind, actor, text))
 
 
+Ref = tuple[int, bool, str]
+
+
+def _ref(entry: Pending) -> Ref:
+    """An entry in hand, by its stream and id: ids are unique only within one stream (two
+    shards' streams written in the same millisecond give the same id)."""
+    return entry.shard, entry.urgent, entry.entry_id
+
+
 class Consumer(abc.ABC):
     """Consumes one stream: `channel` is a channel kind, or keys.DISPATCH."""
 
@@ -81,7 +90,7 @@ class Consumer(abc.ABC):
         self._stopping = False
         # entries read and not finished, and per incident the task handling its entries in order:
         # a slow send holds its own incident's later entries, never another incident's
-        self._unfinished: dict[str, Pending] = {}
+        self._unfinished: dict[Ref, Pending] = {}
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._full = False
@@ -100,11 +109,14 @@ class Consumer(abc.ABC):
                 self.wake.clear()  # before the step: a wake that arrives during it is not lost
                 try:
                     self._full = len(self._unfinished) >= config.in_hand
-                    if not self._full:
-                        claim = time.monotonic() - last_claim > config.claim_idle_s / 4
+                    # full, the urgent lanes are still read, up to as many urgent entries in
+                    # hand: the storm's must not hold back a P0 page or an escalation
+                    urgent = sum(1 for _, lane, _ in self._unfinished if lane)
+                    if not self._full or urgent < config.in_hand:
+                        claim = not self._full and time.monotonic() - last_claim > config.claim_idle_s / 4
                         if claim:
                             last_claim = time.monotonic()
-                        if await self.step(claim, wait=False):
+                        if await self.step(claim, wait=False, urgent_only=self._full):
                             continue
                 except StoreError as exc:
                     log.warning("delivery_store_unavailable", queue=self.label, error=str(exc))
@@ -119,17 +131,18 @@ class Consumer(abc.ABC):
             await asyncio.gather(*self._chains.values(), return_exceptions=True)
             await self._stop_keeper()
 
-    async def step(self, claim: bool = False, wait: bool = True) -> int:
+    async def step(self, claim: bool = False, wait: bool = True, urgent_only: bool = False) -> int:
         """One pass: move due retries back onto the stream (first: a busy stream must not starve
-        them), then read (and claim stale) entries and start handling them; with `wait`, until
-        they are handled. Returns how many entries it moved or read (0: nothing to do)."""
+        them), then read (and claim stale) entries, the urgent lanes' first, and start handling
+        them; with `wait`, until they are handled. Returns how many entries it moved or read (0:
+        nothing to do)."""
         s, config = self.shared, self.shared.config
         pumped = await s.store.pump_retries(s.clock.now_ms(), channel=self.channel)
-        entries = await s.store.read_outbox(config.consumer, config.batch, self.channel)
+        entries = await s.store.read_outbox(config.consumer, config.batch, self.channel, urgent_only)
         if claim:
             idle_ms = int(config.claim_idle_s * 1000)
             entries += await s.store.claim_stale(config.consumer, idle_ms, config.batch, self.channel)
-        entries = [e for e in entries if e.entry_id not in self._unfinished]  # already in hand
+        entries = [e for e in entries if _ref(e) not in self._unfinished]  # already in hand
         if entries:
             started = self._start(entries)
             if wait:
@@ -155,11 +168,11 @@ class Consumer(abc.ABC):
         already, so an acknowledgement never overtakes its page."""
         by_incident: dict[str, list[Pending]] = {}
         for e in entries:
-            key = e.message.incident_id if isinstance(e, OutboxEntry) else e.entry_id
+            key = e.message.incident_id if isinstance(e, OutboxEntry) else str(_ref(e))
             by_incident.setdefault(key, []).append(e)
         started = []
         for key, group in by_incident.items():
-            self._unfinished.update((e.entry_id, e) for e in group)
+            self._unfinished.update((_ref(e), e) for e in group)
             task = asyncio.create_task(self._in_order(self._chains.get(key), group))
             self._chains[key] = task
             task.add_done_callback(functools.partial(self._finished, key))
@@ -174,10 +187,10 @@ class Consumer(abc.ABC):
         try:
             for e in group:
                 await self.handle(e)
-                self._unfinished.pop(e.entry_id, None)
+                self._unfinished.pop(_ref(e), None)
         finally:  # after a store error the rest stay pending in Redis, claimed again once idle
             for e in group:
-                self._unfinished.pop(e.entry_id, None)
+                self._unfinished.pop(_ref(e), None)
 
     def _finished(self, key: str, task: "asyncio.Task[None]") -> None:
         if self._chains.get(key) is task:

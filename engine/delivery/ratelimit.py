@@ -29,9 +29,15 @@ class RateLimits:
     rates: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(RATES))
     _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
 
-    def wait_s(self, channel: str, endpoint: str, now: float, max_wait_s: float = float("inf")) -> float:
+    def wait_s(
+        self, channel: str, endpoint: str, now: float, max_wait_s: float = float("inf"), urgent: bool = False
+    ) -> float:
         """How long a send must wait for its turn, its turn reserved (0: go now). A wait longer
-        than `max_wait_s` reserves nothing: the caller parks the send and asks again later."""
+        than `max_wait_s` reserves nothing: the caller parks the send and asks again later.
+
+        An `urgent` send takes the next turn the rate gives, ahead of the turns a backlog has
+        reserved (at most 1/rate away): the turns after it move back by one, and the sends
+        already parked for theirs go at the time they were given, a burst of one more."""
         rate = self.rates.get(channel)
         key = (channel, endpoint)
         b = self._buckets.get(key)
@@ -45,7 +51,7 @@ class RateLimits:
             return 0.0
         b.tokens = min(b.burst, b.tokens + (now - b.at) * b.rate)
         b.at = now
-        wait = max(0.0, (1.0 - b.tokens) / b.rate)
+        wait = max(0.0, (1.0 - (max(b.tokens, 0.0) if urgent else b.tokens)) / b.rate)
         if wait <= max_wait_s:
             b.tokens -= 1.0  # may go below 0: the sends queued behind it wait their turn
         return wait

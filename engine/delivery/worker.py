@@ -87,7 +87,7 @@ class ChannelWorker(Consumer):
         # its turn is reserved now, even a far one: parked sends then come back one turn apart,
         # instead of all at the next free turn, one going and the rest parked again (a backlog
         # of n cost n² moves). A send back from such a park goes without asking again.
-        wait_s = 0.0 if msg.paced else s.limits.wait_s(self.channel, endpoint, now_s)
+        wait_s = 0.0 if msg.paced else s.limits.wait_s(self.channel, endpoint, now_s, urgent=msg.urgent)
         if wait_s > 0:
             s.metrics.deferred.labels(self.channel, "rate_limit").inc()
             if wait_s > s.config.rate_wait_max_s:  # its turn is far: park it, the worker moves on

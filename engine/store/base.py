@@ -20,6 +20,7 @@ class OutboxEntry:
     entry_id: str
     message: OutboxMessage
     channel: str = ""  # the stream it was read from: a channel kind, or "" for the decided outbox
+    urgent: bool = False  # read from that queue's urgent lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class UnreadableEntry:
     raw: bytes
     problem: str
     channel: str = ""
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,9 @@ class Store(Protocol):
 
     # outbox
     async def ensure_groups(self, channels: Iterable[str] = ("",)) -> None: ...
-    async def read_outbox(self, consumer: str, count: int, channel: str = "") -> list[Pending]: ...
+    async def read_outbox(
+        self, consumer: str, count: int, channel: str = "", urgent_only: bool = False
+    ) -> list[Pending]: ...
     async def claim_stale(
         self, consumer: str, min_idle_ms: int, count: int, channel: str = ""
     ) -> list[Pending]: ...

@@ -69,14 +69,21 @@ def retries(shard: int) -> str:
 DISPATCH = ""  # the `channel` of the decided-notifications stream, before it is split by channel
 
 
-def stream(channel: str, shard: int) -> str:
-    """STREAM: the decided outbox (channel DISPATCH), or one channel kind's own queue of sends."""
-    return outbox(shard) if channel == DISPATCH else f"{_tag(shard)}:out:{channel}"
+LANES = (True, False)  # a queue's lanes, read in this order: urgent first (see outbox.urgent)
 
 
-def parked(channel: str, shard: int) -> str:
-    """ZSET: sends of one channel (or dispatches) waiting for their retry time, score due epoch ms."""
-    return retries(shard) if channel == DISPATCH else f"{_tag(shard)}:retry:{channel}"
+def stream(channel: str, shard: int, urgent: bool = False) -> str:
+    """STREAM: the decided outbox (channel DISPATCH), or one channel kind's own queue of sends;
+    `urgent`: the queue's lane that is read first."""
+    base = outbox(shard) if channel == DISPATCH else f"{_tag(shard)}:out:{channel}"
+    return base + ":urgent" if urgent else base
+
+
+def parked(channel: str, shard: int, urgent: bool = False) -> str:
+    """ZSET: sends of one channel (or dispatches) waiting for their retry time, score due epoch ms;
+    due, they go back onto the lane they were parked from."""
+    base = retries(shard) if channel == DISPATCH else f"{_tag(shard)}:retry:{channel}"
+    return base + ":urgent" if urgent else base
 
 
 def dead_letters(shard: int) -> str:

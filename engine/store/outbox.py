@@ -1,5 +1,6 @@
 """The outbox in Redis: per shard, the decided stream and one stream per channel kind, each with
-the delivery consumer group, a retry set, and the shard's dead letters."""
+the delivery consumer group, a retry set, and the shard's dead letters. Each queue has two
+lanes (two streams, two retry sets): the urgent one is read first."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -12,22 +13,31 @@ from engine.store import keys
 from engine.store.base import DeadLetter, OutboxEntry, Pending, UnreadableEntry
 from engine.store.shared import RedisShared
 
+Lane = tuple[int, bool]  # (shard, urgent): one stream of a queue
 
-def _pending(shard: int, entry_id: bytes, fields: dict[bytes, bytes], channel: str) -> Pending:
+
+def _lanes(urgent_only: bool = False) -> list[Lane]:
+    """A queue's streams, the urgent lanes first (a read takes them in this order)."""
+    lanes = (True,) if urgent_only else keys.LANES
+    return [(shard, urgent) for urgent in lanes for shard in range(keys.SHARDS)]
+
+
+def _pending(lane: Lane, entry_id: bytes, fields: dict[bytes, bytes], channel: str) -> Pending:
     """An outbox entry, or an unreadable one: never an exception that would stop the whole read."""
     raw = fields.get(b"m", b"")
+    shard, urgent = lane
     try:
-        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw), channel)
+        return OutboxEntry(shard, entry_id.decode(), OutboxMessage.from_json(raw), channel, urgent)
     except (ValueError, KeyError, TypeError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
-        return UnreadableEntry(shard, entry_id.decode(), raw, problem, channel)
+        return UnreadableEntry(shard, entry_id.decode(), raw, problem, channel, urgent)
 
 
-def _entries(rows: list[Any], streams: list[str], channel: str) -> list[Pending]:
-    """XREADGROUP's [stream, [(id, fields), ...]] rows as entries of the shards those streams are."""
-    shard_of = {stream.encode(): shard for shard, stream in enumerate(streams)}
+def _entries(rows: list[Any], lanes: list[Lane], channel: str) -> list[Pending]:
+    """XREADGROUP's [stream, [(id, fields), ...]] rows as entries of the lanes those streams are."""
+    lane_of = {keys.stream(channel, *lane).encode(): lane for lane in lanes}
     return [
-        _pending(shard_of[bytes(stream)], entry_id, fields, channel)
+        _pending(lane_of[bytes(stream)], entry_id, fields, channel)
         for stream, entries in rows
         for entry_id, fields in entries
     ]
@@ -36,6 +46,11 @@ def _entries(rows: list[Any], streams: list[str], channel: str) -> list[Pending]
 def _channel_of(message: OutboxMessage) -> str:
     """Where a message goes: its address's channel queue once narrowed, else the dispatch stream."""
     return message.address.channel if message.address is not None else keys.DISPATCH
+
+
+def _stream_of(entry: Pending) -> str:
+    """The stream an entry was read from."""
+    return keys.stream(entry.channel, entry.shard, entry.urgent)
 
 
 def _text(value: bytes | None) -> str:
@@ -47,10 +62,10 @@ class RedisOutbox(RedisShared):
 
     async def ensure_groups(self, channels: Iterable[str] = (keys.DISPATCH,)) -> None:
         for channel in channels:
-            for shard in range(keys.SHARDS):
+            for lane in _lanes():
                 try:
                     await self.client.xgroup_create(
-                        keys.stream(channel, shard), keys.DELIVERY_GROUP, id="0", mkstream=True
+                        keys.stream(channel, *lane), keys.DELIVERY_GROUP, id="0", mkstream=True
                     )
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
@@ -58,21 +73,25 @@ class RedisOutbox(RedisShared):
                 except (RedisError, OSError) as exc:
                     raise StoreError(f"create delivery group: {exc}") from exc
 
-    async def read_outbox(self, consumer: str, count: int, channel: str = keys.DISPATCH) -> list[Pending]:
-        streams = [keys.stream(channel, shard) for shard in range(keys.SHARDS)]
+    async def read_outbox(
+        self, consumer: str, count: int, channel: str = keys.DISPATCH, urgent_only: bool = False
+    ) -> list[Pending]:
+        """Up to `count` new entries of each lane of each shard, the urgent lanes' first."""
+        lanes = _lanes(urgent_only)
+        streams = [keys.stream(channel, *lane) for lane in lanes]
         if self.batcher is not None:  # standalone: every shard's stream in one command
             group: list[str | int] = ["GROUP", keys.DELIVERY_GROUP, consumer, "COUNT", count]
             rows = await self.command(
                 "read outbox", "XREADGROUP", *group, "STREAMS", *streams, *[">"] * len(streams)
             )
-            return _entries(rows or [], streams, channel)
+            return _entries(rows or [], lanes, channel)
 
         async def read() -> list[Pending]:  # a Cluster: one command per shard (each its own slot)
             async with self.client.pipeline(transaction=False) as pipe:
                 for stream in streams:
                     pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {stream: ">"}, count=count)
                 rows = await pipe.execute()
-            return _entries([r for row in rows for r in (row or [])], streams, channel)
+            return _entries([r for row in rows for r in (row or [])], lanes, channel)
 
         return await self._run("read outbox", read)
 
@@ -81,16 +100,18 @@ class RedisOutbox(RedisShared):
     ) -> list[Pending]:
         """Take over deliveries a dead replica left pending."""
 
+        lanes = _lanes()
+
         async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
+                for lane in lanes:
                     pipe.xautoclaim(
-                        keys.stream(channel, shard), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
+                        keys.stream(channel, *lane), keys.DELIVERY_GROUP, consumer, min_idle_ms, "0-0", count
                     )
                 rows = await pipe.execute()
             return [
-                _pending(shard, entry_id, fields, channel)
-                for shard, row in enumerate(rows)
+                _pending(lane, entry_id, fields, channel)
+                for lane, row in zip(lanes, rows, strict=True)
                 for entry_id, fields in row[1]
                 if fields is not None
             ]
@@ -103,15 +124,14 @@ class RedisOutbox(RedisShared):
         async def touch() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for e in entries:
-                    stream = keys.stream(channel, e.shard)
-                    pipe.xclaim(stream, keys.DELIVERY_GROUP, consumer, 0, [e.entry_id], justid=True)
+                    pipe.xclaim(_stream_of(e), keys.DELIVERY_GROUP, consumer, 0, [e.entry_id], justid=True)
                 await pipe.execute()
 
         await self._run("keep deliveries", touch)
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Done with an entry: ack and delete it, so the stream holds only undelivered work."""
-        stream = keys.stream(entry.channel, entry.shard)
+        stream = _stream_of(entry)
 
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -127,7 +147,7 @@ class RedisOutbox(RedisShared):
         """Ack `entry` and, in the same atomic step, queue `sends` on their channels' streams and
         park `parked` (due_ms, message) in their retry sets: all in the entry's hash slot.
         False (and nothing queued) when this consumer no longer held the entry."""
-        ks = [keys.stream(entry.channel, entry.shard)]
+        ks = [_stream_of(entry)]
         args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id]
 
         def slot(key: str) -> int:
@@ -136,9 +156,11 @@ class RedisOutbox(RedisShared):
             return ks.index(key) + 1  # Lua indexes KEYS from 1
 
         for message in sends:
-            args += [slot(keys.stream(_channel_of(message), entry.shard)), "", message.to_json()]
+            where = keys.stream(_channel_of(message), entry.shard, message.urgent)
+            args += [slot(where), "", message.to_json()]
         for due_ms, message in parked:
-            args += [slot(keys.parked(_channel_of(message), entry.shard)), due_ms, message.to_json()]
+            where = keys.parked(_channel_of(message), entry.shard, message.urgent)
+            args += [slot(where), due_ms, message.to_json()]
         return bool(await self._call("move delivery", lambda: self.scripts["move"](keys=ks, args=args)))
 
     async def retry_later(self, entry: OutboxEntry, retries: list[tuple[int, OutboxMessage]]) -> None:
@@ -152,26 +174,22 @@ class RedisOutbox(RedisShared):
             return
         msg = entry.message
         assert msg.address is not None
-        ks = [keys.stream(entry.channel, entry.shard), keys.threads(msg.incident_id)]
+        ks = [_stream_of(entry), keys.threads(msg.incident_id)]
         field = f"{msg.address.channel}:{msg.address.name}"
         args: list[str | int] = [keys.DELIVERY_GROUP, entry.entry_id, field, thread, self.retention_ms]
         await self._call("ack delivery", lambda: self.scripts["done"](keys=ks, args=args))
 
     async def pump_retries(self, now_ms: int, limit: int = 100, channel: str = keys.DISPATCH) -> int:
-        if self.batcher is not None:  # standalone: every shard's pair of keys in one script
-            ks = [
-                k
-                for shard in range(keys.SHARDS)
-                for k in (keys.parked(channel, shard), keys.stream(channel, shard))
-            ]
+        pairs = [[keys.parked(channel, *lane), keys.stream(channel, *lane)] for lane in _lanes()]
+        if self.batcher is not None:  # standalone: every shard's pairs of keys in one script
+            ks = [k for pair in pairs for k in pair]
             return int(
                 await self._call(
                     "move due retries", lambda: self.scripts["pump"](keys=ks, args=[now_ms, limit])
                 )
             )
         moved = 0
-        for shard in range(keys.SHARDS):
-            ks = [keys.parked(channel, shard), keys.stream(channel, shard)]
+        for ks in pairs:
 
             def pump(ks: list[str] = ks) -> Any:
                 return self.scripts["pump"](keys=ks, args=[now_ms, limit])
@@ -185,7 +203,7 @@ class RedisOutbox(RedisShared):
         """Move an entry from its stream to the dead letters and queue its `failover`, in one step.
         Returns the dead letter's id (DeadLetter.id); None when this consumer no longer held it."""
         raw = entry.raw if isinstance(entry, UnreadableEntry) else entry.message.to_json().encode()
-        ks = [keys.stream(entry.channel, entry.shard), keys.dead_letters(entry.shard)]
+        ks = [_stream_of(entry), keys.dead_letters(entry.shard)]
         args: list[str | int | bytes] = [
             keys.DELIVERY_GROUP,
             entry.entry_id,
@@ -195,7 +213,7 @@ class RedisOutbox(RedisShared):
             entry.channel,
         ]
         if failover is not None:
-            ks.append(keys.stream(_channel_of(failover), entry.shard))
+            ks.append(keys.stream(_channel_of(failover), entry.shard, failover.urgent))
             args.append(failover.to_json())
         dead_id = await self._call("dead-letter delivery", lambda: self.scripts["dead"](keys=ks, args=args))
         if not dead_id:
@@ -242,20 +260,21 @@ class RedisOutbox(RedisShared):
         if not rows:
             return None
         message = OutboxMessage.from_json(rows[0][1].get(b"m", b"")).first_attempt()
-        ks = [dead, keys.stream(_channel_of(message), shard)]
+        ks = [dead, keys.stream(_channel_of(message), shard, message.urgent)]
         args = [entry_id, message.to_json()]
         done = await self._call("redrive dead letter", lambda: self.scripts["redrive"](keys=ks, args=args))
         return message if int(done) else None
 
     async def outbox_stats(self, now_ms: int, channel: str = keys.DISPATCH) -> tuple[int, int, int]:
-        """(pending entries, parked retries, age in ms of the oldest pending entry or 0)."""
+        """(pending entries, parked retries, age in ms of the oldest pending entry or 0), both
+        lanes together."""
 
         async def read() -> tuple[int, int, int]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    pipe.xlen(keys.stream(channel, shard))
-                    pipe.zcard(keys.parked(channel, shard))
-                    pipe.xrange(keys.stream(channel, shard), count=1)
+                for lane in _lanes():
+                    pipe.xlen(keys.stream(channel, *lane))
+                    pipe.zcard(keys.parked(channel, *lane))
+                    pipe.xrange(keys.stream(channel, *lane), count=1)
                 rows = await pipe.execute()
             pending = sum(int(n) for n in rows[0::3])
             retry = sum(int(n) for n in rows[1::3])

@@ -112,6 +112,7 @@ def _commit_call(
         keys.outbox(shard),
         keys.index(shard),
         keys.counts(shard),
+        keys.stream(keys.DISPATCH, shard, urgent=True),
     ]
     return ks, args
 
@@ -333,10 +334,11 @@ class RedisStore(RedisOutbox):
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(keys.SHARDS):
                     pipe.zrange(keys.timers(shard), 0, 0, withscores=True)
-                    pipe.zrange(keys.retries(shard), 0, 0, withscores=True)
+                    for urgent in keys.LANES:
+                        pipe.zrange(keys.parked(keys.DISPATCH, shard, urgent), 0, 0, withscores=True)
                 rows = await pipe.execute()
-            timers = [int(score) for row in rows[0::2] for _, score in row]
-            retries = [int(score) for row in rows[1::2] for _, score in row]
+            timers = [int(score) for row in rows[0::3] for _, score in row]
+            retries = [int(score) for i, row in enumerate(rows) if i % 3 for _, score in row]
             return (min(timers) if timers else None), (min(retries) if retries else None)
 
         return await self._run("read next timer", read)

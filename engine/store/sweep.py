@@ -252,9 +252,9 @@ class Sweeper:
         dropped = 0
         channels = [keys.DISPATCH, *(kind.name for kind in CHANNEL_KINDS)]
         with store_errors("drop idle consumers"):
-            for channel in channels:
+            for channel, urgent in ((c, u) for c in channels for u in keys.LANES):
                 for shard in range(keys.SHARDS):
-                    stream = keys.stream(channel, shard)
+                    stream = keys.stream(channel, shard, urgent)
                     args: list[str | int] = [keys.DELIVERY_GROUP, idle_ms]
                     dropped += int(await self.consumers_script(keys=[stream], args=args))
         return dropped

@@ -99,8 +99,9 @@ async def busy_state(store: RedisStore, clock: FakeClock) -> dict[int, str]:
     clock.advance(60)
     await proc.ingest([alert(5, AlertStatus.RESOLVED)])
     await store.ensure_groups()
-    stream = keys.outbox(keys.shard_of_id(ids[0]))
-    await store.client.xreadgroup(keys.DELIVERY_GROUP, "old-replica", {stream: ">"}, count=1)
+    streams = {keys.stream(keys.DISPATCH, keys.shard_of_id(ids[0]), urgent): ">" for urgent in keys.LANES}
+    read = await store.client.xreadgroup(keys.DELIVERY_GROUP, "old-replica", streams, count=1)  # type: ignore[arg-type]
+    assert sum(len(entries) for _, entries in cast(list[tuple[bytes, list[Any]]], read)) == 1
     await store.client.xadd(keys.dead_letters(2), {"m": "{}", "reason": "gone", "at_ms": "1", "channel": ""})
     await store.set_thread(ids[1], "slack", "#ops", "C1/1700000000.000100")
     await store.link_secret()

@@ -59,10 +59,9 @@ async def test_the_engine_and_simulate_page_the_same_targets_at_the_same_offsets
             clock.ms = max(clock.ms, next_timer)
             await scheduler.cycle()
         got = set()
-        for shard in range(keys.SHARDS):
-            entries = cast(
-                list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(keys.outbox(shard))
-            )
+        for shard, urgent in ((s, u) for s in range(keys.SHARDS) for u in keys.LANES):
+            stream = keys.stream(keys.DISPATCH, shard, urgent)
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(stream))
             for _id, fields in entries:
                 m = json.loads(fields[b"m"])
                 if m["action"] == "trigger" and m["at_ms"] < start_ms + HORIZON_MS:

@@ -38,8 +38,9 @@ def payload(name: str, **changes: object) -> dict[str, object]:
 
 async def outbox(store: RedisStore) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
-    for shard in range(keys.SHARDS):
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(keys.outbox(shard)))
+    for shard, urgent in ((s, u) for s in range(keys.SHARDS) for u in keys.LANES):  # the decided outbox
+        stream = keys.stream(keys.DISPATCH, shard, urgent)
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(stream))
         out.extend(json.loads(fields[b"m"]) for _id, fields in entries)
     return out
 

@@ -39,10 +39,9 @@ async def open_incidents(proc: Processor, n: int) -> list[str]:
 
 async def level_2_pages(store: RedisStore) -> Counter[str]:
     pages: Counter[str] = Counter()
-    for shard in range(keys.SHARDS):
-        for _, fields in cast(
-            list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(keys.outbox(shard))
-        ):
+    for shard, urgent in ((s, u) for s in range(keys.SHARDS) for u in keys.LANES):
+        stream = keys.stream(keys.DISPATCH, shard, urgent)
+        for _, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(stream)):
             m = json.loads(fields[b"m"])
             if m["target"] == "user:b" and m["action"] == "trigger":
                 pages[m["incident_id"]] += 1

@@ -1,6 +1,9 @@
 """Failover order: a person's next contact method after the one that failed, never one the same
 page already reached, only on configured channels whose breaker is not open; a chain ends."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from engine.delivery.breaker import Breaker, State
 from engine.delivery.failover import next_contact
 from engine.delivery.ratelimit import RateLimits
@@ -78,6 +81,31 @@ def test_rate_limits_reserve_turns_and_a_retry_after_pauses_the_endpoint() -> No
     assert limits.wait_s("email", "smtp", 2) == 0  # no documented rate: never held
     limits.pause("email", "smtp", 5, now=2)
     assert limits.wait_s("email", "smtp", 3) == 4
+
+
+def test_an_urgent_send_takes_the_next_turn_ahead_of_a_reserved_backlog() -> None:
+    limits = RateLimits({"slack": (1.0, 2.0)})
+    waits = [limits.wait_s("slack", "#ops", 0) for _ in range(30)]  # a storm's posts to #ops
+    assert waits[-1] == 28.0  # the last of them goes in 28 s
+    assert limits.wait_s("slack", "#ops", 0, urgent=True) == 1.0  # a P0's: the next turn, not 29 s
+    assert limits.wait_s("slack", "#ops", 0) == 30.0  # the backlog's next ask moved back by one
+    limits.pause("slack", "#ops", 60, now=0)
+    assert limits.wait_s("slack", "#ops", 1, urgent=True) == 59  # a provider's pause holds it too
+    fresh = RateLimits({"slack": (1.0, 2.0)})
+    assert fresh.wait_s("slack", "#ops", 0, urgent=True) == 0  # the burst still there: at once
+
+
+@given(st.lists(st.tuples(st.floats(0, 5), st.booleans()), max_size=60), st.floats(0.5, 10), st.floats(1, 5))
+def test_an_urgent_send_never_waits_more_than_one_turn(
+    asks: list[tuple[float, bool]], rate: float, burst: float
+) -> None:
+    limits = RateLimits({"slack": (rate, burst)})
+    now = 0.0
+    for step, urgent in asks:
+        now += step
+        wait = limits.wait_s("slack", "#ops", now, urgent=urgent)
+        if urgent:
+            assert wait <= 1 / rate + 1e-9
 
 
 def test_a_probe_that_never_reports_is_replaced_after_the_open_time() -> None:

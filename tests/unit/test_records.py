@@ -20,6 +20,8 @@ messages = st.builds(
     decided_ms=st.integers(0, 2**53),
     address=st.none() | st.builds(Address, st.sampled_from(["email", "pagerduty"]), st.text()),
     attempt=st.integers(0, 100),
+    note=st.text(),
+    urgent=st.booleans(),
 )
 
 

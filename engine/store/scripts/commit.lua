@@ -1,6 +1,6 @@
 -- Commit one decision atomically: incident + timeline + timer + outbox + indexes,
 -- only if the incident's version (and, when opening, the key's pointer) is what was read.
--- KEYS: incident, timeline, pointer, timers, outbox, index, counts (all one hash slot)
+-- KEYS: incident, timeline, pointer, timers, outbox, index, counts, urgent outbox (one hash slot)
 -- ARGV: expected_version, expected_pointer, id, json, timer_ms, created_ms,
 --       old_count_field, new_count_field, retention_ms, duplicates, n_notes, notes..., n_out, out...,
 --       n_alerts, (alert field, alert state)... -- only the alerts this decision changed
@@ -29,7 +29,12 @@ local n = tonumber(ARGV[i])
 for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i + j]) end
 i = i + n + 1
 n = tonumber(ARGV[i])
-for j = 1, n do redis.call('XADD', KEYS[5], '*', 'm', ARGV[i + j]) end
+for j = 1, n do
+  -- a message marked urgent (compact JSON, keys sorted) rides the outbox's urgent lane
+  local lane = KEYS[5]
+  if KEYS[8] and string.find(ARGV[i + j], '"urgent":true', 1, true) then lane = KEYS[8] end
+  redis.call('XADD', lane, '*', 'm', ARGV[i + j])
+end
 i = i + n + 1
 n = tonumber(ARGV[i])
 for first = i + 1, i + 2 * n, 1000 do  -- in chunks: unpack() refuses a few thousand values
