@@ -14,7 +14,7 @@ from markupsafe import escape
 from engine.api.linkpages import CSP, STYLE, STYLE_HASH, confirm_page, message_page
 from engine.api.links import MAX_NAME_CHARS, clean_name
 from engine.links import ACTIONS, Link, LinkError, LinkExpired, _mac, links_for, sign, verify
-from engine.notifiers.email import html_body
+from engine.notifiers.email_body import html_body
 from tests.unit.test_notifier_email import MESSAGE
 
 SECRET = b"k" * 32

@@ -32,7 +32,8 @@ from engine.events import Action
 from engine.messages import AlertSummary, Message
 from engine.notifiers import EmailNotifier, build_notifiers
 from engine.notifiers import email as email_module
-from engine.notifiers.email import build_email, html_body, message_id, text_body, thread_root
+from engine.notifiers.email import build_email, message_id, thread_root
+from engine.notifiers.email_body import html_body, text_body
 from tests.servers import free_port
 
 HOST = "127.0.0.1"
