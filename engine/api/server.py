@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
@@ -72,8 +72,8 @@ class _Refuse(asyncio.Protocol):
     """The answer to a connection past the cap: one 503, then close (the request is not read)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(REFUSED)
+        # a stream transport, though not an asyncio.Transport subclass on uvloop
+        cast(asyncio.WriteTransport, transport).write(REFUSED)
         transport.close()
 
 
@@ -101,7 +101,7 @@ class GuardedSite(web.TCPSite):
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
     def _admit(self, server: web.Server) -> asyncio.BaseProtocol:
-        # connections register when asyncio calls connection_made, after the factory: a burst
+        # connections register when the loop calls connection_made, after the factory: a burst
         # accepted in one batch can pass the cap by that batch (at most the listen backlog)
         if len(server.connections) >= self.limits.max_connections:
             self.refused += 1
