@@ -3,6 +3,7 @@ lane, read before the backlog a storm of lesser alerts leaves. A real redis-serv
 loop as the worker runs it."""
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
@@ -97,6 +98,26 @@ class Hanging:
         return None
 
 
+@contextlib.asynccontextmanager
+async def running(
+    store: RedisStore, policies: PolicySet, channel: str, notifier: Hanging, **config: float
+) -> AsyncIterator[Processor]:
+    """A processor deciding on a clock that stands still, and the delivery loop as the worker
+    runs it, `notifier` sending `channel`; stopped (sends in hand finished) on the way out."""
+    clock = FakeClock()
+    metrics = Metrics(CollectorRegistry())
+    settings = DeliveryConfig("c1", poll_s=0.02, **config)  # type: ignore[arg-type]
+    delivery = Delivery(store, {channel: notifier}, lambda: policies, clock, metrics, settings)
+    await delivery.ensure_groups()
+    loop = asyncio.create_task(delivery.run())
+    try:
+        yield Processor(store, lambda: policies, clock, metrics)
+    finally:
+        notifier.release.set()
+        delivery.stop()
+        await asyncio.wait_for(loop, 10)
+
+
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     s = RedisStore(await connect(redis_url))
@@ -147,15 +168,8 @@ async def test_an_urgent_retry_comes_back_on_the_urgent_lane(store: RedisStore) 
 async def test_a_p0_page_is_sent_while_a_storm_of_p3_sends_hangs(store: RedisStore) -> None:
     """The e-mail worker has as many P3 sends in hand as it may (its server hangs on them) and
     more queued behind: a P0 page decided now still goes out at once, not after the backlog."""
-    clock = FakeClock()
-    metrics = Metrics(CollectorRegistry())
-    proc = Processor(store, lambda: POLICIES, clock, metrics)
     notifier = Hanging()
-    config = DeliveryConfig("c1", poll_s=0.02, in_hand=4)
-    delivery = Delivery(store, {"email": notifier}, lambda: POLICIES, clock, metrics, config)
-    await delivery.ensure_groups()
-    running = asyncio.create_task(delivery.run())
-    try:
+    async with running(store, POLICIES, "email", notifier, in_hand=4) as proc:
         for n in range(12):
             await proc.ingest(alerts("P3", n))
         async with asyncio.timeout(10):  # the worker is full of hanging sends (a read can
@@ -167,10 +181,6 @@ async def test_a_p0_page_is_sent_while_a_storm_of_p3_sends_hangs(store: RedisSto
         [(incident, severity, at)] = notifier.sent  # the P3 sends still hang: not waited for
         assert (incident, severity) == (p0, "P0")
         assert at - decided < 2  # a few polls of the loop, not the storm's backlog
-    finally:
-        notifier.release.set()
-        delivery.stop()
-        await asyncio.wait_for(running, 10)
     assert sorted(s for _, s, _ in notifier.sent).count("P3") >= 4
 
 
@@ -224,17 +234,10 @@ SLACK = PolicySet.model_validate(
 async def test_a_p0_post_goes_ahead_of_a_rate_limited_backlog_to_the_same_channel(store: RedisStore) -> None:
     """Slack takes about one post a second per channel: a storm's P2 posts to #ops reserve turns
     far ahead (and are parked for them). A P0 post to #ops takes the next turn."""
-    clock = FakeClock()  # stands still: parked posts stay parked, the test sees only the order
-    metrics = Metrics(CollectorRegistry())
-    proc = Processor(store, lambda: SLACK, clock, metrics)
     notifier = Hanging()
     notifier.release.set()
-    config = DeliveryConfig("c1", poll_s=0.02)
-    delivery = Delivery(store, {"slack": notifier}, lambda: SLACK, clock, metrics, config)
-    await delivery.ensure_groups()
-    running = asyncio.create_task(delivery.run())
-    try:
-        for n in range(12):
+    async with running(store, SLACK, "slack", notifier) as proc:  # the clock stands still: parked
+        for n in range(12):  # posts stay parked, the test sees only the order
             await proc.ingest(alerts("P2", n))
         async with asyncio.timeout(10):  # the burst went; the next is 1 s off; the rest parked
             await notifier.until(lambda: len(notifier.sent) >= 4)
@@ -242,6 +245,3 @@ async def test_a_p0_post_goes_ahead_of_a_rate_limited_backlog_to_the_same_channe
         async with asyncio.timeout(4):
             await notifier.until(lambda: any(i == p0 for i, _, _ in notifier.sent))
         assert [s for _, s, _ in notifier.sent] == ["P2"] * 4 + ["P0"]  # 8 P2 posts still parked
-    finally:
-        delivery.stop()
-        await asyncio.wait_for(running, 10)
