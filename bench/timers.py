@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import os
 import random
@@ -161,9 +162,18 @@ async def memory_breakdown(store: RedisStore, sample: int = 200) -> dict[str, fl
         own["key pointer"] += await c.memory_usage(keys.pointer(key)) or 0
     out = {k: v / len(ids) for k, v in own.items()}
     total = await c.dbsize()
-    shared = {"timers zset": keys.timers, "index zset": keys.index, "outbox stream": keys.outbox}
-    for name, fn in shared.items():
-        out[name + " (per incident)"] = sum([await c.memory_usage(fn(s)) or 0 for s in range(keys.SHARDS)])
+    outbox: list[Callable[[int], str]] = [
+        functools.partial(keys.stream, keys.DISPATCH, urgent=u) for u in keys.LANES
+    ]
+    shared: dict[str, list[Callable[[int], str]]] = {
+        "timers zset": [keys.timers],
+        "index zset": [keys.index],
+        "outbox stream": outbox,
+    }
+    for name, fns in shared.items():
+        out[name + " (per incident)"] = sum(
+            [await c.memory_usage(fn(s)) or 0 for fn in fns for s in range(keys.SHARDS)]
+        )
     out["keys"] = total
     return out
 
@@ -186,7 +196,7 @@ def start_profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
 # (substring of a sampled stack, where the scheduler's time went): the first that matches wins
 PHASES = (
     ("pump_retries", "cycle: pump_retries (one EVALSHA per shard, in sequence)"),
-    ("next_due_ms", "cycle: next_due_ms (pipeline, 2 ZRANGE per shard)"),
+    ("next_due_ms", "cycle: next_due_ms (pipeline, 3 ZRANGE per shard)"),
     ("due_incidents", "cycle: due_incidents (one script per shard: due timers with their records)"),
     ("Processor.", "fire: decide + commit (a batch; stale ones loaded one by one)"),
 )

@@ -17,7 +17,12 @@ from bench.chaos.sinks import Key
 from engine.outbox import OutboxMessage
 from engine.store import keys
 
-STREAMS = [keys.stream(ch, shard) for ch in (keys.DISPATCH, *CHANNELS) for shard in range(keys.SHARDS)]
+STREAMS = [
+    keys.stream(ch, shard, urgent)
+    for ch in (keys.DISPATCH, *CHANNELS)
+    for urgent in keys.LANES
+    for shard in range(keys.SHARDS)
+]
 
 
 def consumer_name(pid: int) -> str:

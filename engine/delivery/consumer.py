@@ -4,6 +4,7 @@ worker are consumers of their own streams."""
 
 import abc
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -37,11 +38,14 @@ class DeliveryConfig:
     backoff_max_s: float = 300.0
     max_attempts: int = 12
     public_url: str = ""
-    # entries read per shard stream at a step (16 shards: at most 32 started at once). A bigger
+    # entries read per stream at a step (16 shards, 2 lanes: at most 64 started at once). A bigger
     # read starts a burst of sends whose CPU holds every other queue's pages (bench e2e: a
     # Slack answering in 2 s read 100 at a time, and PagerDuty pages waited 200-300 ms)
     batch: int = 2
     in_hand: int = 400  # entries being handled at most; reading waits beyond
+    # bulk-lane sends under way at once per channel kind: fewer than the kind's connections
+    # (app.CHANNEL_CONNECTIONS), so a P0 page finds a free one however many wait on a slow endpoint
+    bulk_sends: int = 80
     rate_wait_max_s: float = 1.5  # a rate-limit wait longer than this parks the send instead
     breaker_failures: int = 5
     breaker_open_s: float = 30.0
@@ -65,6 +69,17 @@ class Shared:
     limits: RateLimits = field(default_factory=RateLimits)
     link_secret: LinkSecret | None = None
     wake: Callable[[str], None] = lambda channel: None  # wake the consumer of a stream
+    _bulk_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def send_slot(self, channel: str, urgent: bool) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a send holds while it goes: for the bulk lane, one of the channel kind's
+        `bulk_sends` slots; an urgent send takes none (the connections left are its)."""
+        if urgent:
+            return contextlib.nullcontext()
+        slots = self._bulk_slots.get(channel)
+        if slots is None:
+            slots = self._bulk_slots[channel] = asyncio.Semaphore(self.config.bulk_sends)
+        return slots
 
     async def note(self, incident_id: str, kind: EntryKind, actor: str, text: str) -> None:
         await self.store.append_timeline(incident_id, TimelineEntry(self.clock.now_ms(), kind, actor, text))
@@ -113,7 +128,7 @@ class Consumer(abc.ABC):
                     # hand: the storm's must not hold back a P0 page or an escalation
                     urgent = sum(1 for _, lane, _ in self._unfinished if lane)
                     if not self._full or urgent < config.in_hand:
-                        claim = not self._full and time.monotonic() - last_claim > config.claim_idle_s / 4
+                        claim = time.monotonic() - last_claim > config.claim_idle_s / 4
                         if claim:
                             last_claim = time.monotonic()
                         if await self.step(claim, wait=False, urgent_only=self._full):
@@ -141,7 +156,9 @@ class Consumer(abc.ABC):
         entries = await s.store.read_outbox(config.consumer, config.batch, self.channel, urgent_only)
         if claim:
             idle_ms = int(config.claim_idle_s * 1000)
-            entries += await s.store.claim_stale(config.consumer, idle_ms, config.batch, self.channel)
+            entries += await s.store.claim_stale(
+                config.consumer, idle_ms, config.batch, self.channel, urgent_only
+            )
         entries = [e for e in entries if _ref(e) not in self._unfinished]  # already in hand
         if entries:
             started = self._start(entries)

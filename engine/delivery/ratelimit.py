@@ -22,6 +22,7 @@ class Bucket:
     tokens: float
     at: float
     paused_until: float = 0.0
+    urgent_next: float = 0.0  # the earliest turn the next urgent send may jump to
 
 
 @dataclass(slots=True)
@@ -36,8 +37,9 @@ class RateLimits:
         than `max_wait_s` reserves nothing: the caller parks the send and asks again later.
 
         An `urgent` send takes the next turn the rate gives, ahead of the turns a backlog has
-        reserved (at most 1/rate away): the turns after it move back by one, and the sends
-        already parked for theirs go at the time they were given, a burst of one more."""
+        reserved: the turns after it move back by one, and the sends already parked for theirs
+        go at the time they were given, a burst of one more. Urgent sends that jump are spaced
+        at the rate among themselves: k of them at once wait 1/rate to k/rate."""
         rate = self.rates.get(channel)
         key = (channel, endpoint)
         b = self._buckets.get(key)
@@ -51,9 +53,14 @@ class RateLimits:
             return 0.0
         b.tokens = min(b.burst, b.tokens + (now - b.at) * b.rate)
         b.at = now
-        wait = max(0.0, (1.0 - (max(b.tokens, 0.0) if urgent else b.tokens)) / b.rate)
+        if urgent and b.tokens < 1.0:  # ahead of the reserved turns, one turn after the last jump
+            wait = max((1.0 - max(b.tokens, 0.0)) / b.rate, b.urgent_next - now)
+        else:
+            wait = max(0.0, (1.0 - b.tokens) / b.rate)
         if wait <= max_wait_s:
             b.tokens -= 1.0  # may go below 0: the sends queued behind it wait their turn
+            if urgent:
+                b.urgent_next = now + wait + 1.0 / b.rate
         return wait
 
     def paused(self, channel: str, endpoint: str, now: float) -> bool:

@@ -66,18 +66,19 @@ class ChannelWorker(Consumer):
         if not await self._may_send(entry, address, endpoint):
             return
         inc = await s.store.load(msg.incident_id) or inc  # gone since: its record still says enough
-        started = time.monotonic()
         error: Exception | None = None
         ref: str | None = None
-        try:
-            thread = await s.store.thread(inc.id, self.channel, address.name)
-            message = await self._message(inc, msg, address)
-            async with asyncio.timeout(s.config.timeout_s):
-                ref = await notifier.send(message, thread)
-        except (DeliveryError, TimeoutError) as exc:  # anything else is a bug: delivery_crashed
-            error = exc
-        finally:
-            s.metrics.notification_seconds.labels(self.channel).observe(time.monotonic() - started)
+        async with s.send_slot(self.channel, msg.urgent):
+            started = time.monotonic()
+            try:
+                thread = await s.store.thread(inc.id, self.channel, address.name)
+                message = await self._message(inc, msg, address)
+                async with asyncio.timeout(s.config.timeout_s):
+                    ref = await notifier.send(message, thread)
+            except (DeliveryError, TimeoutError) as exc:  # anything else is a bug: delivery_crashed
+                error = exc
+            finally:
+                s.metrics.notification_seconds.labels(self.channel).observe(time.monotonic() - started)
         await self._outcome(entry, inc, address, endpoint, error, ref)
 
     async def _may_send(self, entry: OutboxEntry, address: Address, endpoint: str) -> bool:

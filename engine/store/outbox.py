@@ -96,11 +96,15 @@ class RedisOutbox(RedisShared):
         return await self._run("read outbox", read)
 
     async def claim_stale(
-        self, consumer: str, min_idle_ms: int, count: int, channel: str = keys.DISPATCH
+        self,
+        consumer: str,
+        min_idle_ms: int,
+        count: int,
+        channel: str = keys.DISPATCH,
+        urgent_only: bool = False,
     ) -> list[Pending]:
-        """Take over deliveries a dead replica left pending."""
-
-        lanes = _lanes()
+        """Take over deliveries a dead replica left pending (of the urgent lanes only, or of both)."""
+        lanes = _lanes(urgent_only)
 
         async def read() -> list[Pending]:
             async with self.client.pipeline(transaction=False) as pipe:

@@ -245,3 +245,35 @@ async def test_a_p0_post_goes_ahead_of_a_rate_limited_backlog_to_the_same_channe
         async with asyncio.timeout(4):
             await notifier.until(lambda: any(i == p0 for i, _, _ in notifier.sent))
         assert [s for _, s, _ in notifier.sent] == ["P2"] * 4 + ["P0"]  # 8 P2 posts still parked
+
+
+async def test_bulk_sends_leave_room_for_an_urgent_one(store: RedisStore) -> None:
+    """A channel kind's connections are shared by its sends: however many bulk sends wait on a
+    slow endpoint, they hold at most `bulk_sends` of them, and a P0 page takes one of the rest."""
+    notifier = Hanging()
+    async with running(store, POLICIES, "email", notifier, bulk_sends=3) as proc:
+        for n in range(12):
+            await proc.ingest(alerts("P3", n))
+        async with asyncio.timeout(10):
+            await notifier.until(lambda: len(notifier.held) >= 3)
+        await asyncio.sleep(0.3)  # the other nine are in hand too, and wait for a slot
+        assert len(notifier.held) == 3
+        [p0] = (await proc.ingest(alerts("P0", 99))).incidents
+        async with asyncio.timeout(5):
+            await notifier.until(lambda: bool(notifier.sent))
+        assert [(i, s) for i, s, _ in notifier.sent] == [(p0, "P0")]
+
+
+async def test_a_full_consumer_still_claims_a_dead_replicas_urgent_entries(store: RedisStore) -> None:
+    """Full, a consumer reads and claims only the urgent lanes: a P0 page a dead replica held is
+    taken over, the backlog's entries wait for room."""
+    clock = FakeClock()
+    proc = Processor(store, lambda: POLICIES, clock, Metrics(CollectorRegistry()))
+    [p3] = (await proc.ingest(alerts("P3", 1))).incidents
+    [p0] = (await proc.ingest(alerts("P0", 2))).incidents
+    await store.ensure_groups()
+    assert len(await store.read_outbox("dead-replica", 10)) == 2  # read, then the replica died
+    claimed = await store.claim_stale("alive", 0, 10, urgent_only=True)
+    assert [(e.urgent, e.message.incident_id) for e in claimed if isinstance(e, OutboxEntry)] == [(True, p0)]
+    rest = await store.claim_stale("alive", 0, 10)  # with room: both lanes
+    assert {e.message.incident_id for e in rest if isinstance(e, OutboxEntry)} == {p0, p3}

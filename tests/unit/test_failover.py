@@ -89,23 +89,25 @@ def test_an_urgent_send_takes_the_next_turn_ahead_of_a_reserved_backlog() -> Non
     assert waits[-1] == 28.0  # the last of them goes in 28 s
     assert limits.wait_s("slack", "#ops", 0, urgent=True) == 1.0  # a P0's: the next turn, not 29 s
     assert limits.wait_s("slack", "#ops", 0) == 30.0  # the backlog's next ask moved back by one
+    assert limits.wait_s("slack", "#ops", 0, urgent=True) == 2.0  # urgent ones a turn apart
     limits.pause("slack", "#ops", 60, now=0)
     assert limits.wait_s("slack", "#ops", 1, urgent=True) == 59  # a provider's pause holds it too
     fresh = RateLimits({"slack": (1.0, 2.0)})
     assert fresh.wait_s("slack", "#ops", 0, urgent=True) == 0  # the burst still there: at once
 
 
-@given(st.lists(st.tuples(st.floats(0, 5), st.booleans()), max_size=60), st.floats(0.5, 10), st.floats(1, 5))
-def test_an_urgent_send_never_waits_more_than_one_turn(
-    asks: list[tuple[float, bool]], rate: float, burst: float
+@given(st.integers(0, 80), st.integers(1, 12), st.floats(0.5, 10), st.floats(1, 5))
+def test_k_urgent_sends_wait_k_turns_at_most_whatever_the_backlog(
+    backlog: int, k: int, rate: float, burst: float
 ) -> None:
     limits = RateLimits({"slack": (rate, burst)})
-    now = 0.0
-    for step, urgent in asks:
-        now += step
-        wait = limits.wait_s("slack", "#ops", now, urgent=urgent)
-        if urgent:
-            assert wait <= 1 / rate + 1e-9
+    for _ in range(backlog):
+        limits.wait_s("slack", "#ops", 0)
+    waits = [limits.wait_s("slack", "#ops", 0, urgent=True) for _ in range(k)]
+    for i, wait in enumerate(waits):
+        assert wait <= (i + 1) / rate + 1e-9  # never behind the backlog
+        if i and waits[i - 1] > 0:
+            assert wait - waits[i - 1] >= 1 / rate - 1e-9  # and spaced at the rate: no 429
 
 
 def test_a_probe_that_never_reports_is_replaced_after_the_open_time() -> None:

@@ -53,3 +53,10 @@ def test_the_commit_script_finds_the_mark_only_on_urgent_messages(
             "3-ab", action, target + text, 0, 5, Address("email", text), note=text, urgent=is_urgent
         )
         assert ('"urgent":true' in msg.to_json()) is is_urgent
+
+
+def test_bulk_sends_leave_connections_of_a_channel_kind_for_urgent_ones() -> None:
+    from engine.app import CHANNEL_CONNECTIONS  # the pool each channel kind's HTTP session has
+    from engine.delivery.consumer import DeliveryConfig
+
+    assert 0 < DeliveryConfig("c1").bulk_sends <= CHANNEL_CONNECTIONS - 10
