@@ -211,7 +211,9 @@ class Wiring:
             return dict(self.given_notifiers)
         for problem in secret_problems(policies.channels, os.environ):
             log.warning("channel_secret_missing", problem=problem)
-        return build_notifiers(policies.channels, app[channel_sessions].of, os.environ)
+        return build_notifiers(
+            policies.channels, app[channel_sessions].of, os.environ, self.settings.delivery_timeout_s
+        )
 
     async def notifiers(self, app: web.Application) -> AsyncIterator[None]:
         app[notifier_set] = self.built_notifiers(self.ref(), app)

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import aiohttp
 
-from engine.notifiers.base import Notifier
+from engine.notifiers.base import DEFAULT_TIMEOUT_S, Notifier
 from engine.notifiers.email import EmailNotifier
 from engine.notifiers.pagerduty import PagerDutyNotifier
 from engine.notifiers.webhook import WebhookNotifier
@@ -23,7 +23,7 @@ __all__ = [
     "secret_problems",
 ]
 
-Factory = Callable[[Any, aiohttp.ClientSession, Mapping[str, str]], Notifier]
+Factory = Callable[[Any, aiohttp.ClientSession, Mapping[str, str], float], Notifier]
 
 
 def factory(kind: str) -> Factory | None:
@@ -38,15 +38,17 @@ def build_notifiers(
     channels: object,
     session: aiohttp.ClientSession | Callable[[str], aiohttp.ClientSession],
     environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Notifier]:
     """Notifiers by channel kind, for the configured channels this release can deliver to; each
-    on `session`, or on session(kind): a pool of its own, so one slow channel holds no other's."""
+    on `session`, or on session(kind): a pool of its own, so one slow channel holds no other's.
+    `timeout_s`: a send's budget, the delivery's own deadline (e-mail fits QUIT in it too)."""
     notifiers: dict[str, Notifier] = {}
     for kind, settings in configured(channels).items():
         build = factory(kind)
         if build is not None:
             own = session if isinstance(session, aiohttp.ClientSession) or session is None else session(kind)
-            notifiers[kind] = build(settings, own, environ)
+            notifiers[kind] = build(settings, own, environ, timeout_s)
     return notifiers
 
 

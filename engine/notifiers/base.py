@@ -4,6 +4,8 @@ from typing import Protocol
 
 from engine.messages import Message
 
+DEFAULT_TIMEOUT_S = 10.0  # a send's budget when none is given (serve gives DELIVERY_TIMEOUT_S)
+
 
 class Notifier(Protocol):
     """Send one message; raise RetryableDeliveryError or PermanentDeliveryError on failure.

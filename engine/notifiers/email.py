@@ -33,6 +33,7 @@ import aiosmtplib
 from engine import __version__
 from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from engine.messages import Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.email_body import html_body, one_line, text_body
 from engine.policy.channels import EmailChannel
 from engine.secrets import secret_or_error
@@ -264,7 +265,7 @@ class EmailNotifier:
         tls: bool,
         username: str | Exception | None,
         password: str | Exception | None,
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         hostname_for_ids: str = DEFAULT_HOSTNAME_FOR_IDS,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -382,7 +383,10 @@ async def _options(client: aiosmtplib.SMTP, utf8: bool) -> list[str]:
 
 
 def build(
-    settings: EmailChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: EmailChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> EmailNotifier:
     # Message-IDs on the sender's domain: one the operator controls, and a real domain name.
     domain = parseaddr(settings.from_)[1].rpartition("@")[2]
@@ -395,4 +399,5 @@ def build(
         username=secret_or_error(settings.username_env, settings.username_file, environ),
         password=secret_or_error(settings.password_env, settings.password_file, environ),
         hostname_for_ids=domain or DEFAULT_HOSTNAME_FOR_IDS,
+        timeout_s=timeout_s,
     )

@@ -9,6 +9,7 @@ import aiohttp
 from engine.errors import PermanentDeliveryError
 from engine.events import Action
 from engine.messages import Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.http import USER_AGENT, http_post, snippet
 from engine.policy.channels import PagerDutyChannel
 from engine.secrets import secret_or_error
@@ -113,7 +114,7 @@ class PagerDutyNotifier:
         session: aiohttp.ClientSession,
         url: str,
         routing_keys: Mapping[str, str | Exception],
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._session = session
         self._url = url
@@ -150,10 +151,13 @@ class PagerDutyNotifier:
 
 
 def build(
-    settings: PagerDutyChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: PagerDutyChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> PagerDutyNotifier:
     keys: dict[str, str | Exception] = {}
     for name, service in settings.services.items():
         key = secret_or_error(service.routing_key_env, service.routing_key_file, environ)
         keys[name] = ValueError("no routing key configured") if key is None else key
-    return PagerDutyNotifier(session, settings.url, keys)
+    return PagerDutyNotifier(session, settings.url, keys, timeout_s=timeout_s)

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.http import USER_AGENT, parse_retry_after
 from engine.policy.channels import SlackChannel
 from engine.secrets import secret_or_error
@@ -318,7 +319,7 @@ class SlackNotifier:
         session: aiohttp.ClientSession,
         token: str | Exception,
         api_url: str = "https://slack.com/api/",
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._token = token
         self._timeout_s = timeout_s
@@ -422,9 +423,12 @@ class SlackNotifier:
 
 
 def build(
-    settings: SlackChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: SlackChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> SlackNotifier:
     token = secret_or_error(settings.token_env, settings.token_file, environ)
     if token is None:
         token = ValueError("no bot token configured: set channels.slack.token_env or token_file")
-    return SlackNotifier(session, token, settings.api_url)
+    return SlackNotifier(session, token, settings.api_url, timeout_s=timeout_s)

@@ -14,6 +14,7 @@ import aiohttp
 from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import AlertSummary, Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.http import USER_AGENT, http_post, snippet
 from engine.policy.channels import TeamsChannel
 from engine.secrets import secret_or_error
@@ -168,7 +169,7 @@ class TeamsNotifier:
         self,
         session: aiohttp.ClientSession,
         urls: Mapping[str, str | Exception | None],
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._session = session
         self._urls = dict(urls)
@@ -210,9 +211,12 @@ class TeamsNotifier:
 
 
 def build(
-    settings: TeamsChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: TeamsChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> TeamsNotifier:
     urls = {
         name: secret_or_error(ep.url_env, ep.url_file, environ) for name, ep in settings.endpoints.items()
     }
-    return TeamsNotifier(session, urls)
+    return TeamsNotifier(session, urls, timeout_s=timeout_s)

@@ -17,6 +17,7 @@ import aiohttp
 from engine.errors import PermanentDeliveryError, RetryableDeliveryError
 from engine.events import Action
 from engine.messages import Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.http import USER_AGENT, http_exchange, snippet
 from engine.policy.channels import TelegramChannel
 from engine.secrets import secret_or_error
@@ -213,7 +214,7 @@ class TelegramNotifier:
         session: aiohttp.ClientSession,
         api_url: str,
         token: str | Exception | None,
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._session = session
         self._api_url = api_url
@@ -300,7 +301,10 @@ class TelegramNotifier:
 
 
 def build(
-    settings: TelegramChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: TelegramChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> TelegramNotifier:
     token = secret_or_error(settings.bot_token_env, settings.bot_token_file, environ)
-    return TelegramNotifier(session, settings.api_url, token)
+    return TelegramNotifier(session, settings.api_url, token, timeout_s=timeout_s)

@@ -12,6 +12,7 @@ import aiohttp
 
 from engine.errors import PermanentDeliveryError
 from engine.messages import Message
+from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.http import USER_AGENT, http_post, parse_retry_after, snippet
 from engine.policy.channels import WebhookChannel
 from engine.secrets import secret_or_error
@@ -60,7 +61,7 @@ class WebhookNotifier:
         self,
         session: aiohttp.ClientSession,
         endpoints: Mapping[str, tuple[str, str | Exception | None]],
-        timeout_s: float = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -105,10 +106,13 @@ class WebhookNotifier:
 
 
 def build(
-    settings: WebhookChannel, session: aiohttp.ClientSession, environ: Mapping[str, str]
+    settings: WebhookChannel,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> WebhookNotifier:
     endpoints = {
         name: (ep.url, secret_or_error(ep.secret_env, ep.secret_file, environ))
         for name, ep in settings.endpoints.items()
     }
-    return WebhookNotifier(session, endpoints)
+    return WebhookNotifier(session, endpoints, timeout_s=timeout_s)

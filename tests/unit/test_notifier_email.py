@@ -653,11 +653,17 @@ async def test_a_server_that_never_lets_go_is_let_go(
     assert open_sockets_to(server_that_holds_on) == 0
 
 
-async def test_an_accepted_mail_is_done_within_the_delivery_deadline_whatever_quit_does() -> None:
-    """The server accepts the mail, then never answers QUIT. The worker cuts a send off at the
-    same deadline the notifier is given (ESCALATION_DELIVERY_TIMEOUT_S): were QUIT and the close
-    to run past it, the accepted mail would count as failed and be sent again."""
-    seen: list[bytes] = []
+@dataclass
+class QuitNeverAnswered:
+    """An SMTP server that accepts the mail, then never answers QUIT."""
+
+    port: int = 0
+    seen: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def quit_never_answered() -> AsyncIterator[QuitNeverAnswered]:
+    found = QuitNeverAnswered()
     handlers: list[asyncio.Task[Any]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -665,7 +671,7 @@ async def test_an_accepted_mail_is_done_within_the_delivery_deadline_whatever_qu
         writer.write(b"220 ready\r\n")
         try:
             while verb := (await reader.readline())[:4].upper():
-                seen.append(verb)
+                found.seen.append(verb)
                 if verb == b"QUIT":
                     await asyncio.sleep(30)  # no 221, no close
                 writer.write(b"354 go on\r\n" if verb == b"DATA" else b"250 ok\r\n")
@@ -676,18 +682,40 @@ async def test_an_accepted_mail_is_done_within_the_delivery_deadline_whatever_qu
             writer.transport.abort()
 
     server = await asyncio.start_server(serve, HOST, 0)
+    found.port = server.sockets[0].getsockname()[1]
     try:
-        port = server.sockets[0].getsockname()[1]
-        async with asyncio.timeout(1.0):  # as ChannelWorker.deliver wraps it
-            await notifier(port, timeout_s=1.0).send(MESSAGE)
-        assert b"QUIT" in seen and b"DATA" in seen
-        assert open_sockets_to(port) == 0
+        yield found
     finally:
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         server.close()
         await server.wait_closed()
+
+
+async def test_an_accepted_mail_is_done_within_the_delivery_deadline_whatever_quit_does(
+    quit_never_answered: QuitNeverAnswered,
+) -> None:
+    """The worker cuts a send off at the deadline the notifier is given (the delivery timeout):
+    were QUIT and the close to run past it, the accepted mail would count as failed and be sent
+    again."""
+    async with asyncio.timeout(1.0):  # as ChannelWorker.deliver wraps it
+        await notifier(quit_never_answered.port, timeout_s=1.0).send(MESSAGE)
+    assert b"QUIT" in quit_never_answered.seen and b"DATA" in quit_never_answered.seen
+    assert open_sockets_to(quit_never_answered.port) == 0
+
+
+async def test_the_notifiers_serve_builds_keep_to_the_delivery_timeout(
+    quit_never_answered: QuitNeverAnswered,
+) -> None:
+    """ESCALATION_DELIVERY_TIMEOUT_S reaches the notifiers (they kept a 10 s budget of their own)."""
+    from engine.policy.channels import Channels  # local, as in test_secrets: the policy layer is optional
+
+    settings = {"smtp_host": HOST, "smtp_port": quit_never_answered.port, "starttls": False, "from": SENDER}
+    channels = Channels.model_validate({"email": settings})
+    [email_notifier] = build_notifiers(channels, None, {}, timeout_s=1.0).values()  # type: ignore[arg-type]
+    async with asyncio.timeout(1.0):  # as ChannelWorker.deliver wraps it
+        await email_notifier.send(MESSAGE)
 
 
 async def test_starttls_required_but_not_offered_is_permanent(smtp_server: StartServer) -> None:

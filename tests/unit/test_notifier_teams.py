@@ -197,7 +197,7 @@ async def test_built_through_the_registry(session: aiohttp.ClientSession, teams:
     build_ = factory("teams")
     assert build_ is not None
     settings = TeamsChannel(endpoints={"ops": TeamsEndpoint(url_env="TEAMS_OPS_URL")})
-    n = build_(settings, session, {"TEAMS_OPS_URL": teams.url})
+    n = build_(settings, session, {"TEAMS_OPS_URL": teams.url}, 5.0)
 
     await n.send(PAGE)
 

@@ -276,7 +276,7 @@ async def test_missing_token_is_permanent_and_named(
 async def test_built_through_the_registry(session: aiohttp.ClientSession, tg: TelegramSink) -> None:
     build_ = factory("telegram")
     assert build_ is not None
-    n = build_(TelegramChannel(api_url=tg.url, bot_token_env="T"), session, {"T": BOT_TOKEN})
+    n = build_(TelegramChannel(api_url=tg.url, bot_token_env="T"), session, {"T": BOT_TOKEN}, 5.0)
 
     assert await n.send(PAGE) is not None
 
