@@ -135,7 +135,7 @@ class Scheduler:
 
     async def cycle(self) -> float:
         """Fire every due timer; return how long to sleep before the next one."""
-        now = self.clock.now_ms()
+        start = now = self.clock.now_ms()
         with self.hold_ingest():
             fired, full, rest = await self._fire_batches(now)
             fired += await self._fire_one_by_one(rest, now)
@@ -143,6 +143,8 @@ class Scheduler:
             return 0.0
         next_timer, next_retry = await self.store.next_due_ms()
         now = self.clock.now_ms()
+        if next_timer is not None and start < next_timer <= now:
+            return 0.0  # it fell due while this cycle ran (woken a hair early): fire it now
         if next_retry is not None and next_retry <= now and await self.store.pump_retries(now):
             self.on_outbox()  # delivery retries are due: hand them back to the outbox
             next_retry = None
