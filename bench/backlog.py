@@ -29,6 +29,7 @@ from aiohttp import web
 
 from bench.e2e import pct, serve_sink
 from bench.ingest import WEBHOOK, Server, Target, free_port
+from bench.storm import markdown
 
 
 def policy_yaml(sink: str) -> str:
@@ -162,30 +163,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import platform
-    import subprocess
-
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     result = asyncio.run(measure(args))
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout
-        lines = [
-            "# The page that matters behind a backlog",
-            "",
-            f"`python -m bench.backlog {' '.join(argv)}` on {datetime.date.today()},"
-            f" commit `{commit.strip()}`, Python {platform.python_version()}."
-            " What the run does is in the module's docstring.",
-            "",
-            "| figure | value |",
-            "|---|---:|",
-            *(f"| `{k}` | {json.dumps(v)} |" for k, v in result.items()),
-        ]
         (args.out / "backlog.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "BACKLOG.md").write_text("\n".join(lines) + "\n")
+        title = "The page that matters behind a backlog"
+        (args.out / "BACKLOG.md").write_text(markdown(result, argv, title, "backlog"))
     return 0 if result["p0_arrived"] == result["p0_pages"] else 1
 
 

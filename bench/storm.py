@@ -285,18 +285,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def markdown(result: dict[str, Any], argv: list[str] | None) -> str:
-    """The figures as a table, with the command, machine and commit that produced them."""
+def markdown(
+    result: dict[str, Any],
+    argv: list[str] | None,
+    title: str = "Alert storm: shedding, deadlines and memory under a storm far above capacity",
+    name: str = "storm",
+) -> str:
+    """The figures of `python -m bench.<name>` as a table, with the command, machine and commit
+    that produced them."""
     import platform
     import subprocess
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     lines = [
-        "# Alert storm: shedding, deadlines and memory under a storm far above capacity",
+        f"# {title}",
         "",
-        f"`python -m bench.storm {' '.join(argv or [])}` on {datetime.date.today()}, commit"
+        f"`python -m bench.{name} {' '.join(argv or [])}` on {datetime.date.today()}, commit"
         f" `{commit.strip()}`, {os.cpu_count()} cores, Python {platform.python_version()}."
-        " What the run does is in the module's docstring; `storm.json` holds the same figures.",
+        f" What the run does is in the module's docstring; `{name}.json` holds the same figures.",
         "",
         "| figure | value |",
         "|---|---:|",
