@@ -16,10 +16,13 @@ from engine.store.shared import RedisShared
 Lane = tuple[int, bool]  # (shard, urgent): one stream of a queue
 
 
+# a queue's streams, the urgent lanes first (a read takes them in this order)
+_ALL_LANES: list[Lane] = [(shard, urgent) for urgent in keys.LANES for shard in range(keys.SHARDS)]
+_URGENT_LANES: list[Lane] = [lane for lane in _ALL_LANES if lane[1]]
+
+
 def _lanes(urgent_only: bool = False) -> list[Lane]:
-    """A queue's streams, the urgent lanes first (a read takes them in this order)."""
-    lanes = (True,) if urgent_only else keys.LANES
-    return [(shard, urgent) for urgent in lanes for shard in range(keys.SHARDS)]
+    return _URGENT_LANES if urgent_only else _ALL_LANES
 
 
 def _pending(lane: Lane, entry_id: bytes, fields: dict[bytes, bytes], channel: str) -> Pending:
