@@ -28,7 +28,7 @@ from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Decision, Notify
 from engine.exposition import Merged
 from engine.metrics import DISPATCH_QUEUE, Metrics
-from engine.notifiers import Notifier, build_notifiers, secret_problems
+from engine.notifiers import Notifier, build_notifiers, close_notifiers, secret_problems
 from engine.policy.channels import CHANNEL_KINDS
 from engine.policy.models import PolicySet
 from engine.policy.ref import PolicyRef
@@ -164,6 +164,7 @@ class Wiring:
         self.wakeups = Wakeups()
         self.given_store = store
         self.given_notifiers = notifiers
+        self.retired_notifiers: list[Notifier] = []  # replaced by a reload; their idle sessions expire
         self.stores: dict[str, Store] = {}  # by role (POOLS), once the store opens
         self.redis_url = ""  # where the stores reach Redis, once open (the worker's too)
         self.role = role
@@ -218,6 +219,11 @@ class Wiring:
     async def notifiers(self, app: web.Application) -> AsyncIterator[None]:
         app[notifier_set] = self.built_notifiers(self.ref(), app)
         yield
+        if self.given_notifiers is None:  # the caller's are the caller's to close
+            every = [*app[notifier_set].values(), *self.retired_notifiers]
+            if delivery_key in app:  # a reload's, if any
+                every += app[delivery_key].notifiers.values()
+            await close_notifiers({id(n): n for n in every}.values())
 
     async def delivery(self, app: web.Application) -> AsyncIterator[None]:
         config = _delivery_config(self.settings, f"{socket.gethostname()}-{os.getpid()}")
@@ -234,7 +240,9 @@ class Wiring:
             if worker_key in app:
                 app[worker_key].reload()  # the worker reads the same files
             if delivery_key in app and self.given_notifiers is None and old.channels != new.channels:
-                app[delivery_key].notifiers = self.built_notifiers(new, app)
+                delivery = app[delivery_key]
+                self.retired_notifiers.extend(delivery.notifiers.values())  # closed at shutdown
+                delivery.notifiers = self.built_notifiers(new, app)
 
         reloader = Reloader(self.settings.policies, self.ref, self.metrics, self.clock, swapped)
         app[keys.reloader] = reloader

@@ -1,12 +1,13 @@
 """Channel adapters, built from the policy's `channels:` section through the channel registry."""
 
+import asyncio
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import aiohttp
 
-from engine.notifiers.base import DEFAULT_TIMEOUT_S, Notifier
+from engine.notifiers.base import DEFAULT_TIMEOUT_S, Closable, Notifier
 from engine.notifiers.email import EmailNotifier
 from engine.notifiers.pagerduty import PagerDutyNotifier
 from engine.notifiers.webhook import WebhookNotifier
@@ -19,6 +20,7 @@ __all__ = [
     "PagerDutyNotifier",
     "WebhookNotifier",
     "build_notifiers",
+    "close_notifiers",
     "factory",
     "secret_problems",
 ]
@@ -50,6 +52,11 @@ def build_notifiers(
             own = session if isinstance(session, aiohttp.ClientSession) or session is None else session(kind)
             notifiers[kind] = build(settings, own, environ, timeout_s)
     return notifiers
+
+
+async def close_notifiers(notifiers: Iterable[Notifier]) -> None:
+    """End what the notifiers hold open (e-mail's SMTP sessions), all at once."""
+    await asyncio.gather(*(n.aclose() for n in notifiers if isinstance(n, Closable)))
 
 
 def secret_problems(channels: object, environ: Mapping[str, str]) -> list[str]:

@@ -1,6 +1,6 @@
 """The one Protocol every channel adapter implements. What they send (Message) belongs to the core."""
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from engine.messages import Message
 
@@ -29,3 +29,10 @@ class Notifier(Protocol):
         unreadable, an address not configured); None when it may. Such a send fails at once,
         before any rate-limit turn: a backlog of them fails over now, not one turn at a time."""
         ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A notifier holding connections of its own (e-mail's open SMTP sessions), ended by aclose()."""
+
+    async def aclose(self) -> None: ...

@@ -11,7 +11,6 @@ group messages that share a References id even when that message itself never ar
 
 import asyncio
 import binascii
-import contextlib
 import email.policy
 import functools
 import ipaddress
@@ -19,7 +18,7 @@ import re
 import secrets
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.errors import MessageError
 from email.message import EmailMessage
@@ -35,12 +34,11 @@ from engine.errors import DeliveryError, PermanentDeliveryError, RetryableDelive
 from engine.messages import Message
 from engine.notifiers.base import DEFAULT_TIMEOUT_S
 from engine.notifiers.email_body import html_body, one_line, text_body
+from engine.notifiers.smtp_sessions import CLOSE_TIMEOUT_S, MAX_IDLE, QUIT_TIMEOUT_S, Client, Sessions, gone
 from engine.policy.channels import EmailChannel
 from engine.secrets import secret_or_error
 
 DEFAULT_HOSTNAME_FOR_IDS = "escalation-engine"
-_QUIT_TIMEOUT_S = 2.0  # after the message is accepted: never let a slow QUIT turn into a retry
-_CLOSE_TIMEOUT_S = 1.0  # for the server's side of a TLS close, before the socket is dropped
 _MAX_REPLY_CHARS = 300
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")  # RFC 5322 dot-atom-text
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
@@ -212,47 +210,14 @@ async def _local_hostname() -> str:
     return _fqdn
 
 
-class _Client(aiosmtplib.SMTP):
-    """aiosmtplib's client, holding on to each connection it closes until its socket is closed.
-
-    close() only starts that: over TLS the socket goes once the server answers our close_notify,
-    which nobody awaited (a closing event loop then left the socket to the garbage collector).
-    aiosmtplib drops a connection only through close()."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._closing: list[tuple[asyncio.BaseTransport, Callable[[], int] | None]] = []
-
-    def close(self) -> None:
-        if self.transport is not None:  # the socket is None when the TLS layer already closed it
-            sock = self.transport.get_extra_info("socket")
-            self._closing.append((self.transport, sock.fileno if sock is not None else None))
-        super().close()
-
-    async def wait_closed(self, timeout_s: float) -> None:
-        """Until each socket is closed; one the server holds past `timeout_s` is aborted."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        for transport, fileno in self._closing:
-            pause = 0.0  # a plain socket closes on the loop's next turn, TLS after a round trip
-            while fileno is not None and fileno() != -1:
-                if loop.time() >= deadline:
-                    if isinstance(transport, asyncio.WriteTransport):
-                        transport.abort()
-                        await asyncio.sleep(0)  # closed on the loop's next turn
-                    break
-                await asyncio.sleep(pause)
-                pause = min(pause * 2 or 0.001, 0.05)
-        self._closing.clear()
-
-
 class EmailNotifier:
     """Sends each message as an email to `message.address` through one SMTP server.
 
     `tls` is implicit TLS (port 465); otherwise `starttls` requires the STARTTLS upgrade (port 587)
     and refuses to send if the server does not offer it. With neither, the session stays in
     cleartext: for a trusted internal relay only. Certificates are verified. Credentials are only
-    sent over TLS or to a loopback address.
+    sent over TLS or to a loopback address. Sessions are kept open for the next mail (up to
+    `idle_sessions` of them, see smtp_sessions); aclose() ends them.
     """
 
     def __init__(
@@ -268,6 +233,7 @@ class EmailNotifier:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         hostname_for_ids: str = DEFAULT_HOSTNAME_FOR_IDS,
         tls_context: ssl.SSLContext | None = None,
+        idle_sessions: int = MAX_IDLE,
     ) -> None:
         self._host = host
         self._port = port
@@ -282,6 +248,9 @@ class EmailNotifier:
         self._tls_context = tls_context
         if tls_context is None and (self._tls or self._starttls):
             self._tls_context = ssl.create_default_context()  # verifies certificate and host name
+        # QUIT and the close of a kept session run apart from any send, but within its budget too
+        quit_s, close_s = min(QUIT_TIMEOUT_S, timeout_s / 5), min(CLOSE_TIMEOUT_S, timeout_s / 10)
+        self._sessions = Sessions(max_idle=idle_sessions, quit_s=quit_s, close_s=close_s)
 
     def _credentials(self, what: str) -> tuple[str, str] | None:
         """(username, password), None for no AUTH; never puts the password in an error."""
@@ -332,7 +301,39 @@ class EmailNotifier:
             wire = mail.as_bytes()  # flattened once: send_message() would copy and re-fold it
         except (ValueError, TypeError, MessageError) as exc:
             raise PermanentDeliveryError(f"{what}: cannot build the email: {exc}") from exc
-        client = _Client(
+        accept_s, close_s = _budgets(self._timeout_s)
+        client: Client | None = None
+        try:
+            async with asyncio.timeout(accept_s):
+                client = self._sessions.take()
+                if client is not None:  # an open session: no handshake, no EHLO, no AUTH
+                    try:
+                        await _transaction(client, envelope_from, address, wire, utf8)
+                    except Exception as exc:
+                        if client.in_transaction or not gone(exc):
+                            raise
+                        # the server closed it while it was idle: nothing was sent, start afresh
+                        self._sessions.retire(client)
+                        client = None
+                if client is None:
+                    client = self._client(credentials)
+                    client.local_hostname = await _local_hostname()
+                    await client.connect()
+                    await _transaction(client, envelope_from, address, wire, utf8)
+        except BaseException as exc:
+            if client is not None:  # no socket outlives a failed send
+                client.close()
+                await client.wait_closed(close_s)
+            if isinstance(exc, Exception):
+                raise _classify(exc, what) from exc
+            raise
+        # Accepted: nothing more happens here that could fail the delivery (a retry would send it
+        # twice). The session is kept for the next mail, or QUIT in the background.
+        self._sessions.give(client)
+        return None
+
+    def _client(self, credentials: tuple[str, str] | None) -> Client:
+        return Client(
             hostname=self._host,
             port=self._port,
             use_tls=self._tls,
@@ -342,34 +343,22 @@ class EmailNotifier:
             username=credentials[0] if credentials else None,
             password=credentials[1] if credentials else None,
         )
-        accept_s, quit_s, close_s = _budgets(self._timeout_s)
-        try:
-            try:
-                async with asyncio.timeout(accept_s):
-                    client.local_hostname = await _local_hostname()
-                    await client.connect()
-                    await client.sendmail(
-                        envelope_from, [address], wire, mail_options=await _options(client, utf8)
-                    )
-            except Exception as exc:
-                raise _classify(exc, what) from exc
-            # Accepted: from here on nothing may fail the delivery (a retry would send it twice).
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(quit_s):
-                    await client.quit()
-        finally:
-            client.close()
-            await client.wait_closed(close_s)  # no socket outlives its send
-        return None
+
+    async def aclose(self) -> None:
+        """QUIT and close the sessions kept open (the worker's shutdown, a reload's old notifier)."""
+        await self._sessions.aclose()
 
 
-def _budgets(timeout_s: float) -> tuple[float, float, float]:
-    """Seconds to get the mail accepted, for QUIT, and for the close: together within
+async def _transaction(client: Client, envelope_from: str, address: str, wire: bytes, utf8: bool) -> None:
+    await client.sendmail(envelope_from, [address], wire, mail_options=await _options(client, utf8))
+
+
+def _budgets(timeout_s: float) -> tuple[float, float]:
+    """Seconds to get the mail accepted, and to close a failed session: together within
     `timeout_s` (the delivery's own deadline, 5 % kept for what the worker does around the
     send), so a mail the server accepted is never cut off by that deadline and sent again."""
-    quit_s = min(_QUIT_TIMEOUT_S, timeout_s / 5)
-    close_s = min(_CLOSE_TIMEOUT_S, timeout_s / 10)
-    return timeout_s * 0.95 - quit_s - close_s, quit_s, close_s
+    close_s = min(CLOSE_TIMEOUT_S, timeout_s / 10)
+    return timeout_s * 0.95 - close_s, close_s
 
 
 async def _options(client: aiosmtplib.SMTP, utf8: bool) -> list[str]:

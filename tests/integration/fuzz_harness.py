@@ -22,6 +22,7 @@ from aiosmtpd.handlers import Sink
 from engine.api.body import SERVER_ARGS
 from engine.app import create_app
 from engine.config import Settings
+from engine.notifiers import close_notifiers
 from engine.notifiers.base import Notifier
 from engine.notifiers.email import EmailNotifier
 from engine.notifiers.pagerduty import PagerDutyNotifier
@@ -122,6 +123,7 @@ class LiveEngine:
             self.ready.set()
             await self.stopping.wait()
             await runner.cleanup()
+            await close_notifiers(notifiers.values())  # given to the app: ours to close
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None

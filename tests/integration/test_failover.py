@@ -15,6 +15,7 @@ from engine.delivery.loop import Delivery, DeliveryConfig
 from engine.events import Acknowledge
 from engine.ingest.alertmanager import parse_payload
 from engine.metrics import Metrics
+from engine.notifiers import close_notifiers
 from engine.notifiers.base import Notifier
 from engine.notifiers.slack import SlackNotifier
 from engine.policy.models import PolicySet
@@ -88,6 +89,7 @@ async def rig(redis_url: str, smtp_server: Any) -> AsyncIterator[tuple[Rig, Hand
         await delivery.ensure_groups()
         proc = Processor(store, lambda: POLICIES, clock, metrics)
         yield Rig(store, proc, clock, metrics, delivery), server.handler, session
+        await close_notifiers(notifiers.values())
     await store.close()
 
 

@@ -219,7 +219,9 @@ async def test_the_links_of_a_real_email_acknowledge_the_incident(rig: Rig, smtp
         links=await app[keys.link_secret].links(incident_id, now),
     )
     server = smtp_server(Handler())
-    await notifier(server.port).send(message)
+    sender = notifier(server.port)
+    await sender.send(message)
+    await sender.aclose()
     (received,) = [
         email.message_from_bytes(e.content, policy=email.policy.default) for e in server.handler.envelopes
     ]
