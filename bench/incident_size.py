@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from bench.e2e import pct
+from bench.page_cost import page_cost
 from bench.repeats import Clock, cpu_s
 from bench.standalone import Flat, Progress, add_ratios, cell, run_alone
 from bench.timers import cpu_seconds, git_state
@@ -298,6 +299,7 @@ async def measure_size(n: int, mode: Mode, progress: Progress) -> dict[str, floa
                 out |= (await timed(proc, server, store, mode, duplicate, 1, True, least)).figures(
                     "duplicate", "duplicate_"
                 )
+                out |= await page_cost(store, incident_id, policies)
                 inc = await store.load(incident_id)
                 if inc is None or len(inc.alerts) != n or not inc.is_open:
                     raise RuntimeError(
@@ -308,7 +310,8 @@ async def measure_size(n: int, mode: Mode, progress: Progress) -> dict[str, floa
     progress(
         f"incident_size N={n:,}: built in {build_s:.1f} s; webhook p50 {out['webhook_ms_p50']} ms, "
         f"CPU {out['cpu_ms_per_webhook']} ms; {c} concurrent p50 {out.get('concurrent_ms_p50', '-')} ms; "
-        f"duplicate p50 {out['duplicate_ms_p50']} ms; incident record {out['record_bytes']:,} B"
+        f"duplicate p50 {out['duplicate_ms_p50']} ms; incident record {out['record_bytes']:,} B; "
+        f"a page {out['page_cpu_ms']} CPU ms ({out['page_whole_read_cpu_ms']} reading every alert)"
     )
     return out
 
@@ -325,7 +328,7 @@ async def run(mode: Mode, progress: Progress) -> Flat:
         for name, value in figures.items():
             flat[f"incident_size.n{n}.{name}"] = value
     lo, hi = min(mode.sizes), max(mode.sizes)
-    names = ("cpu_ms_per_webhook", "webhook_ms_p50", "duplicate_cpu_ms_per_webhook")
+    names = ("cpu_ms_per_webhook", "webhook_ms_p50", "duplicate_cpu_ms_per_webhook", "page_cpu_ms")
     add_ratios(flat, lambda n, name: f"incident_size.n{n}.{name}", lo, hi, names,
                lambda name: f"incident_size.ratio_n{hi}_to_n{lo}.{name}")  # fmt: skip
     return flat
@@ -347,12 +350,13 @@ def markdown(flat: Flat) -> list[str]:
     head = ["alerts in the incident", "webhook p50 ms", "p99 ms", "engine CPU ms / webhook",
             "redis CPU ms / webhook", "script µs / call", "concurrent: p50 ms", "p99 ms",
             "CPU ms / webhook", "conflicts / webhook", "refused", "duplicate: p50 ms", "CPU ms / webhook",
-            "Redis bytes: record", "timeline"]  # fmt: skip
+            "Redis bytes: record", "timeline", "a page: CPU ms", "every alert read: CPU ms"]  # fmt: skip
     rows = [[f"{n:,}", g(n, "webhook_ms_p50"), g(n, "webhook_ms_p99"), f"**{g(n, 'cpu_ms_per_webhook')}**",
              g(n, "redis_cpu_ms_per_webhook"), g(n, "script_usec_per_call"),
              g(n, "concurrent_ms_p50"), g(n, "concurrent_ms_p99"), g(n, "concurrent_cpu_ms_per_webhook"),
              g(n, "concurrent_conflicts_per_webhook"), g(n, "concurrent_errors"), g(n, "duplicate_ms_p50"),
-             g(n, "duplicate_cpu_ms_per_webhook"), g(n, "record_bytes"), g(n, "timeline_bytes")]
+             g(n, "duplicate_cpu_ms_per_webhook"), g(n, "record_bytes"), g(n, "timeline_bytes"),
+             f"**{g(n, 'page_cpu_ms')}**", g(n, "page_whole_read_cpu_ms")]
             for n in sizes]  # fmt: skip
     lo, hi = min(sizes), max(sizes)
     ratio = flat.get(f"incident_size.ratio_n{hi}_to_n{lo}.cpu_ms_per_webhook")
@@ -369,7 +373,11 @@ def markdown(flat: Flat) -> list[str]:
         "CPU: this process (getrusage) and redis-server (/proc) over each phase / webhooks; script µs: "
         "INFO commandstats. Bytes: MEMORY USAGE of the incident's keys and key pointer after building. "
         f"The cost should not depend on N: engine CPU per webhook at N = {hi:,} / N = {lo:,} = "
-        f"**{ratio if ratio is not None else '—'}**.",
+        f"**{ratio if ratio is not None else '—'}**. A page: what the delivery worker spends on one "
+        "page about that incident (`bench/page_cost.py`: the read, the message, the e-mail), with "
+        "the read it makes (the record and at most 50 alerts) and with every alert read. Page CPU at "
+        f"N = {hi:,} / N = {lo:,} = "
+        f"**{cell(flat.get(f'incident_size.ratio_n{hi}_to_n{lo}.page_cpu_ms'))}**.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---:"] * len(head)) + "|",

@@ -78,6 +78,11 @@ class Incident:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     firing_by: dict[FiringKey, int] | None = None  # None: not kept yet, counted from `alerts`
     alert_total: int | None = None  # every alert it ever held (None: len(alerts))
+    # the labels every alert shares, kept as alerts join (labels never change, alerts never leave):
+    # a message shows a few alerts, not all, and still names what they have in common. None with
+    # one alert: that alert's labels (not stored twice; the store reads the alert with the record).
+    # None with more: a record from before it was kept; then only a read of every alert knows.
+    common: dict[str, str] | None = None
     paged: list[str] = field(default_factory=list)  # targets paged so far, for ack/resolve mirroring
     held: list[list[int]] = field(default_factory=list)  # [release_ms, step]: pages waiting for a calendar
     # status updates, in order: {"n": 1, "status": "investigating", "text": ..., "by": ..., "at_ms": ...}
@@ -129,6 +134,11 @@ class Incident:
             else:
                 del counts[old.firing_key]
         elif old is None:
+            if self.common is not None:  # a new dict: a clone shares the old one
+                self.common = {k: v for k, v in self.common.items() if state.labels.get(k) == v}
+            elif self.alert_total == 1 and len(self.alerts) == 1:  # the second: kept from now on
+                (first,) = self.alerts.values()
+                self.common = {k: v for k, v in first.labels.items() if state.labels.get(k) == v}
             self.alert_total = (self.alert_total or 0) + 1
         if state.status is AlertStatus.FIRING:
             counts[state.firing_key] = counts.get(state.firing_key, 0) + 1
@@ -149,6 +159,8 @@ class Incident:
         # by hand: dataclasses.asdict deep-copies everything and was half the cost of a commit
         raw = dict(zip(_STORED_FIELDS, _STORED(self), strict=True))
         raw["firing_by"] = [[*k, n] for k, n in self.counts().items()]
+        if raw["common"] is None:  # one alert (or a record from before): nothing to store
+            del raw["common"]
         return orjson.dumps(raw)
 
     @classmethod

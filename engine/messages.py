@@ -8,11 +8,19 @@ from engine.events import Action
 from engine.incident import Incident
 from engine.policy import templates
 from engine.policy.models import PolicySet
-from engine.policy.templates import common_labels
+from engine.policy.templates import SHOWN_ALERTS, common_labels, shown_alerts
 from engine.postmortem import review_due
 from engine.times import rfc3339
 
-__all__ = ["AlertSummary", "Message", "build_message", "common_labels", "rfc3339", "template_kind"]
+__all__ = [
+    "SHOWN_ALERTS",
+    "AlertSummary",
+    "Message",
+    "build_message",
+    "common_labels",
+    "rfc3339",
+    "template_kind",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,7 @@ class Message:
     target: str  # the policy target that led here, e.g. "user:sre-oncall" or "pagerduty:platform"
     address: str  # channel-specific: PagerDuty service name, webhook endpoint name, email address
     labels: dict[str, str] = field(default_factory=dict)  # labels common to the incident's alerts
-    alerts: tuple[AlertSummary, ...] = ()
+    alerts: tuple[AlertSummary, ...] = ()  # at most SHOWN_ALERTS of them, the firing ones first
     triggered_at: str = ""  # RFC 3339 trigger time
     actor: str = ""  # who acked/resolved, when known
     incident_url: str = ""  # link to the incident in the engine's API
@@ -53,6 +61,18 @@ class Message:
     resolved_by: str = ""
     note: str = ""  # an update that is not a status update: "Reassigned to user:bob by alice"
     status_update: dict[str, Any] | None = None  # the latest status update (UPDATE #n), if any
+    alert_count: int = 0  # every alert the incident holds (0: as many as `alerts`)
+    firing_count: int = -1  # the firing ones among them (-1: as many as are in `alerts`)
+
+    @property
+    def total_alerts(self) -> int:
+        return max(self.alert_count, len(self.alerts))
+
+    @property
+    def total_firing(self) -> int:
+        if self.firing_count >= 0:
+            return self.firing_count
+        return sum(1 for a in self.alerts if a.status == "firing")
 
 
 def template_kind(action: Action, level: int) -> str:
@@ -107,7 +127,7 @@ def build_message(
             starts_at=rfc3339(a.starts_at_ms),
             generator_url=a.generator_url,
         )
-        for a in inc.alerts.values()
+        for a in shown_alerts(inc)
     )
 
     kind = template_kind(action, level)
@@ -154,4 +174,6 @@ def build_message(
         resolved_by=inc.resolved_by or "",
         note=note,
         status_update=shown[-1] if (shown := inc.updates[:update] if update else inc.updates) else None,
+        alert_count=inc.alert_total if inc.alert_total is not None else len(inc.alerts),
+        firing_count=inc.firing_count(),
     )

@@ -40,7 +40,8 @@ def _custom_details(message: Message) -> dict[str, Any]:
         "severity": message.severity,
         "level": message.level,
         "labels": message.labels,
-        "firing": sum(1 for alert in message.alerts if alert.status == "firing"),
+        "firing": message.total_firing,  # of all the incident's alerts; `alerts` lists some
+        "alert_count": message.total_alerts,
         "alerts": alerts,
     }
 

@@ -175,8 +175,8 @@ def _alert_lines(message: Message) -> str:
             break
         lines.append(line)
         room -= len(line) + 1
-    if len(message.alerts) > len(lines):
-        lines.append(f"…and {len(message.alerts) - len(lines)} more alerts")
+    if message.total_alerts > len(lines):
+        lines.append(f"…and {message.total_alerts - len(lines)} more alerts")
     return "\n".join(lines)
 
 

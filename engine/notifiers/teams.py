@@ -93,8 +93,9 @@ def _alerts(message: Message, limit: int) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = [_text("Alerts", weight="Bolder", separator=True)]
     shown = message.alerts[:limit]
     items += [_text(_cut(_alert_line(a), 500), spacing="Small") for a in shown]
-    if len(message.alerts) > limit:
-        items.append(_text(f"…and {len(message.alerts) - limit} more", isSubtle=True, spacing="Small"))
+    if message.total_alerts > len(shown):
+        more = message.total_alerts - len(shown)
+        items.append(_text(f"…and {more} more", isSubtle=True, spacing="Small"))
     runbooks = dict.fromkeys(
         a.annotations["runbook_url"] for a in shown if _web(a.annotations.get("runbook_url", ""))
     )

@@ -46,7 +46,9 @@ def webhook_body(message: Message) -> dict[str, Any]:
         "level": message.level,
         "target": message.target,
         "labels": message.labels,
-        "alerts": [dataclasses.asdict(alert) for alert in message.alerts],
+        "alerts": [dataclasses.asdict(alert) for alert in message.alerts],  # at most 50, firing first
+        "alert_count": message.total_alerts,  # every alert the incident holds
+        "firing": message.total_firing,
         "triggered_at": message.triggered_at,
         "actor": message.actor,
         "incident_url": message.incident_url,

@@ -23,6 +23,9 @@ from engine.policy.base import Model
 from engine.times import rfc3339
 
 KINDS = ("trigger", "escalation", "update", "acknowledge", "resolve")
+# alerts a message shows (firing first): a fleet-wide outage's incident holds thousands, and a page
+# costs the same at 10 as at 10,000 (`alert_count` and `firing` count them all)
+SHOWN_ALERTS = 50
 _MAX_SEQUENCE = 100_000  # `'x' * n` and `[..] * n` longer than this are refused
 _MAX_EXPONENT = 1_000
 
@@ -159,13 +162,24 @@ def _service(inc: Incident, common: dict[str, str]) -> str:
 
 
 def common_labels(inc: Incident) -> dict[str, str]:
-    """The labels every alert of the incident shares."""
-    return _shared([a.labels for a in inc.alerts.values()])
+    """The labels every alert of the incident shares (kept with it; else from the alerts read,
+    which for a record from before it was kept are all of them, see Store.load_shown)."""
+    return dict(inc.common) if inc.common is not None else _shared([a.labels for a in inc.alerts.values()])
 
 
 def common_annotations(inc: Incident) -> dict[str, str]:
-    """The annotations every alert of the incident shares."""
+    """The annotations the alerts read share (annotations change as alerts are re-sent, so no
+    aggregate keeps them): for a message, those of the alerts it shows."""
     return _shared([a.annotations for a in inc.alerts.values()])
+
+
+def shown_alerts(inc: Incident, limit: int = SHOWN_ALERTS) -> list[AlertState]:
+    """The alerts a message shows: the firing ones first, at most `limit`, in the order read."""
+    firing = [a for a in inc.alerts.values() if a.status is AlertStatus.FIRING][:limit]
+    if len(firing) < limit:
+        rest = [a for a in inc.alerts.values() if a.status is not AlertStatus.FIRING]
+        firing += rest[: limit - len(firing)]
+    return firing
 
 
 def _shared(maps: list[dict[str, str]]) -> dict[str, str]:
@@ -199,10 +213,9 @@ def context(
     review: str = "",
 ) -> dict[str, Any]:
     """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
-    alerts = list(inc.alerts.values())
+    alerts = shown_alerts(inc)
     common = common_labels(inc)
-    firing = [a for a in alerts if a.status is AlertStatus.FIRING]
-    lead = next(iter(firing or alerts), None)
+    lead = alerts[0] if alerts else None  # a firing one, if any is
     notes = lead.annotations if lead is not None else {}
     end_ms = inc.resolved_ms if inc.status is Status.RESOLVED and inc.resolved_ms is not None else now_ms
     waiting = inc.timer_ms is not None and inc.timer_ms > now_ms and inc.is_open
@@ -231,8 +244,8 @@ def context(
             "resolved_by": inc.resolved_by or "",
             "status_updates": [_update(u, rfc3339) for u in updates or []],
             "next_update": human_duration(max(0, next_at - now_ms)) if next_at is not None else "",
-            "firing": len(firing),
-            "alert_count": len(alerts),
+            "firing": inc.firing_count(),  # of all its alerts, not only those shown
+            "alert_count": inc.alert_total if inc.alert_total is not None else len(inc.alerts),
             # the names the policy example's templates use
             "started_at": rfc3339(inc.created_ms),
             "labels": common,

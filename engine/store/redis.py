@@ -22,6 +22,7 @@ __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 
 
 ALERT = keys.ALERT_FIELD
+SHOWN_SCAN = 1_000  # alert fields load_shown() looks at, at most, for the firing ones
 CLUSTER_CALLS = 16  # scripts in flight at once for one caller on Cluster, where each key is its own
 
 
@@ -143,8 +144,32 @@ class RedisStore(RedisOutbox):
         raw = await self.command("load incident", "HMGET", key, "v", "d", "n")
         return None if raw[1] is None else _incident(raw[0], raw[1], raw[2], {})
 
+    async def load_shown(self, incident_id: str, limit: int) -> Incident | None:
+        """The incident with at most `limit` of its alerts, the firing ones first among the first
+        SHOWN_SCAN looked at: what a message shows, read at the same cost at 10 alerts as at 10,000.
+        A record from before the labels aggregate was kept (Incident.common) comes with them all."""
+        try:
+            key = keys.incident(incident_id)
+        except ValueError:
+            return None
+        shown = self.scripts["shown"]
+        row = await self._call("load incident", lambda: shown(keys=[key], args=[limit, SHOWN_SCAN]))
+        if not row:
+            return None
+        pairs = row[3:]
+        prefix = len(ALERT)
+        alerts = {}
+        for name, value in zip(pairs[::2], pairs[1::2], strict=True):
+            fp = bytes(name)[prefix:].decode()
+            alerts[fp] = AlertState.from_json(fp, value)
+        inc = _incident(row[0] or 0, row[1], row[2], alerts)
+        if inc.common is None and (inc.alert_total or 0) > len(alerts):
+            return await self.load(incident_id)
+        return inc
+
     async def load_by_key(self, incident_key: str, fingerprints: list[str] | None = None) -> Incident | None:
-        """The incident a key points at, with only the named alerts (the aggregate covers the rest)."""
+        """The incident a key points at, with only the named alerts (the aggregate covers the rest),
+        and its only alert when it has one (whose labels the next alert to join is compared with)."""
         pointer = keys.pointer(incident_key)
         fps = list(dict.fromkeys(fingerprints or ()))
         fields = [ALERT + fp for fp in fps]
@@ -155,7 +180,11 @@ class RedisStore(RedisOutbox):
         incident_id, version, data, duplicates = bytes(row[0]).decode(), row[1], row[2], row[3]
         inc = None
         if data is not None:
-            found = {fp: AlertState.from_json(fp, v) for fp, v in zip(fps, row[4:], strict=True) if v}
+            named = row[4 : 4 + len(fps)]
+            found = {fp: AlertState.from_json(fp, v) for fp, v in zip(fps, named, strict=True) if v}
+            if len(row) > 4 + len(fps):  # its only alert (see read.lua)
+                fp = bytes(row[-2])[len(ALERT) :].decode()
+                found.setdefault(fp, AlertState.from_json(fp, row[-1]))
             inc = _incident(version, data, duplicates, found)
         else:  # the incident is gone (evicted, deleted): forget the dangling pointer
             ks = [keys.timers(keys.shard_of_key(incident_key)), pointer]

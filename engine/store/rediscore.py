@@ -30,7 +30,7 @@ T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, succeeded)
 SCRIPTS = (
     "commit", "pump", "move", "repair", "read", "count", "dead", "beat", "redrive", "done", "append", "due",
-    "repeat",
+    "repeat", "shown",
 )  # fmt: skip
 Arg = str | int | bytes
 log = structlog.get_logger(__name__)

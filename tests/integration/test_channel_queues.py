@@ -189,14 +189,19 @@ async def test_a_parked_send_reads_the_incident_record_but_not_its_alerts(
 ) -> None:
     """The dispatcher and a send parked for its turn need the incident's status and policy, not
     its alerts (a storm's grouped incident holds hundreds): only a message that goes reads them."""
-    loads: list[bool] = []
-    real = RedisStore.load
+    loads: list[str] = []
+    real, real_shown = RedisStore.load, RedisStore.load_shown
 
     async def load(self: RedisStore, incident_id: str, alerts: bool = True) -> Incident | None:
-        loads.append(alerts)
+        loads.append("all" if alerts else "record")
         return await real(self, incident_id, alerts)
 
+    async def load_shown(self: RedisStore, incident_id: str, limit: int) -> Incident | None:
+        loads.append("shown")
+        return await real_shown(self, incident_id, limit)
+
     monkeypatch.setattr(RedisStore, "load", load)
+    monkeypatch.setattr(RedisStore, "load_shown", load_shown)
     live.slack.script(*[Reply(429, headers={"Retry-After": "30"})] * 50)
     await live.page(0)  # Slack answers 429: #ops is paused, every later send there is parked
     await wait_for(lambda: len(live.pd.events) == 1 and len(live.slack.requests) == 1, 5)
@@ -209,8 +214,9 @@ async def test_a_parked_send_reads_the_incident_record_but_not_its_alerts(
         return live.registry.get_sample_value("escalation_notifications_deferred_total", labels) or 0
 
     await wait_for(lambda: len(live.pd.events) == 11 and parked() >= 10, 5)
-    assert loads.count(True) == 10  # one whole read per PagerDuty page that went out, none else
-    assert loads.count(False) >= 30  # dispatch (2 targets each: 1 read) and each send's decision
+    assert loads.count("shown") == 10  # one read of alerts per PagerDuty page that went out
+    assert loads.count("all") == 0  # never all of them
+    assert loads.count("record") >= 30  # dispatch (2 targets each: 1 read) and each send's decision
     assert live.pd.events[-1]["payload"]["custom_details"]["alerts"]  # the page still lists them
 
 

@@ -88,6 +88,7 @@ async def test_trigger_sends_full_event(session: aiohttp.ClientSession, sink: Pa
                     "level": 1,
                     "labels": TRIGGER.labels,
                     "firing": 1,
+                    "alert_count": 1,
                     "alerts": [
                         {
                             "fingerprint": "a1b2c3d4e5f60718",
@@ -133,7 +134,14 @@ async def test_minimal_trigger_falls_back_for_optional_fields(
         "summary": TRIGGER.title,
         "source": "escalation-engine",
         "severity": "critical",
-        "custom_details": {"severity": "P0", "level": 1, "labels": {}, "firing": 0, "alerts": []},
+        "custom_details": {
+            "severity": "P0",
+            "level": 1,
+            "labels": {},
+            "firing": 0,
+            "alert_count": 0,
+            "alerts": [],
+        },
     }
     assert "links" not in event
     assert "client_url" not in event

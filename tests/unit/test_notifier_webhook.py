@@ -90,6 +90,8 @@ async def test_posts_documented_json_and_headers(session: aiohttp.ClientSession,
                 "generator_url": "http://prom/graph",
             }
         ],
+        "alert_count": 1,
+        "firing": 1,
         "triggered_at": "2026-11-23T10:00:05Z",
         "actor": "",
         "incident_url": "https://esc.example/incidents/inc-7",

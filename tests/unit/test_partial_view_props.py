@@ -2,6 +2,8 @@
 only the alerts the webhook names) gives the same decisions as deciding on the whole incident,
 and the fields written back rebuild the whole incident exactly."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,11 +44,13 @@ def store(stored: Stored, previous: Incident | None, d: Decision) -> None:
 
 
 def read(stored: Stored, fingerprints: list[str] | None) -> Incident | None:
-    """load_by_key (the named alerts) or load (fingerprints None: all of them)."""
+    """load_by_key (the named alerts) or load (fingerprints None: all of them), as read.lua does."""
     if "d" not in stored:
         return None
     names = [n for n in stored if n.startswith(ALERT)]
     wanted = names if fingerprints is None else [ALERT + fp for fp in fingerprints if ALERT + fp in stored]
+    if len(names) == 1:  # read.lua: an incident of one alert comes with it, named or not
+        wanted = names
     alerts = {n[len(ALERT) :]: AlertState.from_json(n[len(ALERT) :], stored[n]) for n in wanted}
     return Incident.from_json(stored["d"], alerts)
 
@@ -59,10 +63,21 @@ def recount(inc: Incident) -> dict[tuple[str, str, str], int]:
     return counts
 
 
+def labels_of(fp: str) -> dict[str, str]:
+    """Labels that differ between alerts: what all of them share depends on which joined."""
+    n = FPS.index(fp)
+    return {
+        "alertname": "Down",
+        "service": "checkout" if n % 2 else "payments",
+        "zone": "a" * (n // 3),
+        "fp": fp,
+    }
+
+
 def event_of(s: tuple[object, ...], whole: Incident | None, n: int) -> tuple[Event, list[str]] | None:
     if s[0] == "alerts":
         batch = [
-            alert(str(fp), str(status), starts=T0 + int(occ) * 60 * MIN)
+            replace(alert(str(fp), str(status), starts=T0 + int(occ) * 60 * MIN), labels=labels_of(str(fp)))
             for fp, status, occ, _ in s[1]  # type: ignore[attr-defined]
         ]
         route = s[1][0][3]  # type: ignore[index]
@@ -107,6 +122,10 @@ def test_the_partial_view_decides_as_the_whole_incident(steps: list[tuple[object
             assert after.alerts == d_whole.incident.alerts  # only changed fields were written
             assert after.counts() == recount(after)  # the aggregate is the alerts' own count
             assert after.alert_total == len(after.alerts)
+            # the labels every alert shares, kept as they joined: what a message names
+            labels = [a.labels for a in after.alerts.values()]
+            shared = {k: v for k, v in labels[0].items() if all(m.get(k) == v for m in labels)}
+            assert after.common == (shared if len(labels) > 1 else None)  # one: its own, not stored
             if after.firing_by:  # the incident's severity is its highest firing alert's
                 top = min(POLICIES.severity_rank(k[0]) for k in after.firing_by)
                 assert POLICIES.severity_rank(after.severity) <= top
