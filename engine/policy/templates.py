@@ -174,12 +174,10 @@ def common_annotations(inc: Incident) -> dict[str, str]:
 
 
 def shown_alerts(inc: Incident, limit: int = SHOWN_ALERTS) -> list[AlertState]:
-    """The alerts a message shows: the firing ones first, at most `limit`, in the order read."""
-    firing = [a for a in inc.alerts.values() if a.status is AlertStatus.FIRING][:limit]
-    if len(firing) < limit:
-        rest = [a for a in inc.alerts.values() if a.status is not AlertStatus.FIRING]
-        firing += rest[: limit - len(firing)]
-    return firing
+    """The alerts a message shows: at most `limit`, the firing ones first, each kind oldest first
+    (the store reads a large incident's alerts in no particular order)."""
+    order = sorted(inc.alerts.values(), key=lambda a: (a.status is not AlertStatus.FIRING, a.starts_at_ms))
+    return order[:limit]
 
 
 def _shared(maps: list[dict[str, str]]) -> dict[str, str]:
@@ -310,12 +308,20 @@ Incident {{ incident.id }}: {{ incident.title }}
 Severity: {{ severity }}
 {%- if incident.severity_description %} ({{ incident.severity_description }}){% endif +%}
 Alerts: {{ incident.firing }} firing, {{ incident.alert_count - incident.firing }} resolved
+{% set runbook = incident.annotations.get("runbook_url", "") %}
 {% for a in alerts[:20] %}
-  [{{ a.status }}] {{ a.name }}{% if a.summary %}: {{ a.summary }}{% endif +%}
-{% if a.runbook_url %}
+  [{{ a.status }}] {{ a.name }}{% if a.labels.get("instance") %} {{ a.labels.instance }}{% endif %}
+{%- if a.summary %}: {{ a.summary }}{% endif +%}
+{% if a.runbook_url and a.runbook_url != runbook %}
     runbook: {{ a.runbook_url }}
 {% endif %}
 {% endfor %}
+{% if incident.alert_count > alerts[:20] | length %}
+  ...and {{ incident.alert_count - alerts[:20] | length }} more
+{% endif %}
+{% if runbook %}
+Runbook: {{ runbook }}
+{% endif %}
 {% if external_url %}
 Details: {{ external_url }}
 {% endif %}
