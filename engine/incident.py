@@ -168,6 +168,8 @@ class Incident:
         """A record and the alerts read beside it; a record of before per-alert fields holds its
         alerts inline (all of them): those are taken, and marked to be rewritten apart."""
         raw: dict[str, Any] = orjson.loads(text)
+        if not _KNOWN.issuperset(raw):  # a later release's field: this one reads what it knows
+            raw = {k: v for k, v in raw.items() if k in _KNOWN}
         raw.pop("version", None)  # written by the first release; the store's own field is the truth
         raw["status"] = Status(raw["status"])
         inline = raw.pop("alerts", None)
@@ -195,5 +197,6 @@ _STORED_FIELDS = [
     if f.name not in ("version", "duplicates", "alerts", "alerts_inline", "firing_by")
 ]
 _ALERT_FIELDS = [f.name for f in fields(AlertState) if f.name != "fingerprint"]
+_KNOWN = frozenset(f.name for f in fields(Incident))
 _ALL = attrgetter(*(f.name for f in fields(Incident)))  # every field, in __init__'s order
 _STORED = attrgetter(*_STORED_FIELDS)

@@ -31,8 +31,8 @@ from engine.store.base import DueTimer, Store
 log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 20
 # key decisions of webhooks in flight at once, all webhooks together: a webhook with thousands
-# of alerts is worked through in bounded batches. On a Cluster each holds one of the API pool's
-# 64 connections (app.POOLS): 16 stay for acks, the console and the rest of the API. Standalone,
+# of alerts is worked through in bounded batches. On a Cluster each holds a connection of its
+# node's pool while it runs (redis-py's, 100 per node by default). Standalone,
 # the decisions of one loop turn share a pipeline: more at once means more per round trip and
 # fsync (24 -> 48: the shipped mix +16 % webhooks/s, all-new +5 %, same CPU per webhook).
 INGEST_SLOTS = 48

@@ -71,12 +71,14 @@ class Client(aiosmtplib.SMTP):
 
     async def shut(self, quit_s: float, close_s: float) -> None:
         """QUIT (if still connected; its answer waited for at most `quit_s`), then close."""
-        if self.is_connected:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(quit_s):
-                    await self.quit()
-        self.close()
-        await self.wait_closed(close_s)
+        try:
+            if self.is_connected:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(quit_s):
+                        await self.quit()
+        finally:  # cancelled mid-QUIT too: the socket is not left to the garbage collector
+            self.close()
+            await self.wait_closed(close_s)
 
 
 def gone(exc: BaseException) -> bool:

@@ -1,7 +1,7 @@
 -- An incident's record with a few of its alerts, for a message: the work does not grow with the
 -- incident (a fleet-wide outage's holds thousands). KEYS: the incident hash. ARGV: how many alerts
 -- to return at most, and how many alert fields to look at at most. The firing ones seen come
--- first (AlertState.to_json writes "status":"firing" exactly so).
+-- first (AlertState.to_json writes {"status":"firing", exactly so, status first).
 -- Returns {version, record, duplicates, field, value, ...}, or {} when the incident is gone.
 local row = redis.call('HMGET', KEYS[1], 'v', 'd', 'n')
 if not row[2] then return {} end
@@ -14,7 +14,7 @@ repeat
   local kv = page[2]
   for i = 1, #kv, 2 do
     budget = budget - 1
-    local into = string.find(kv[i + 1], '"status":"firing"', 1, true) and firing or other
+    local into = string.sub(kv[i + 1], 1, 18) == '{"status":"firing"' and firing or other
     if #into < want then
       into[#into + 1] = kv[i]
       into[#into + 1] = kv[i + 1]
