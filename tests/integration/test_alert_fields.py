@@ -4,7 +4,6 @@ reads and writes k alert fields (not N), against a real redis-server."""
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,20 +11,12 @@ import pytest
 from engine.alerts import AlertStatus
 from engine.ingest.alertmanager import parse_payload
 from engine.store import keys
-from engine.store.connect import connect
 from engine.store.redis import RedisStore
 from tests.clock import FakeClock
 from tests.integration.test_store import payload, processor
 
 pytestmark = pytest.mark.redis
 N = 300
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 def group(n: int, status: str = "firing", first: int = 0) -> dict[str, Any]:

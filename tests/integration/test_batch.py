@@ -2,7 +2,6 @@
 pipeline, and each caller still gets its own reply or its own error."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,13 +13,6 @@ from engine.store.redis import RedisStore
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 def count_pipelines(store: RedisStore) -> list[int]:

@@ -3,7 +3,6 @@ takes a few alerts, the firing ones first, and the record's counts and shared la
 from before the labels were kept comes with every alert."""
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -15,20 +14,12 @@ from engine.messages import SHOWN_ALERTS
 from engine.metrics import Metrics
 from engine.processor import Processor
 from engine.store import keys
-from engine.store.connect import connect
 from engine.store.redis import SHOWN_SCAN, RedisStore
 from tests.clock import FakeClock
 from tests.integration.test_store import payload
 from tests.unit.escalation_helpers import POLICIES
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 def fleet(hosts: range, status: str = "firing") -> dict[str, Any]:

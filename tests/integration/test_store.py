@@ -3,7 +3,6 @@
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
@@ -43,13 +42,6 @@ async def outbox(store: RedisStore) -> list[dict[str, object]]:
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await store.client.xrange(stream))
         out.extend(json.loads(fields[b"m"]) for _id, fields in entries)
     return out
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 def processor(store: RedisStore, clock: FakeClock) -> Processor:

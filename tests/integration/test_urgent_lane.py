@@ -26,7 +26,6 @@ from engine.policy.targets import Address
 from engine.processor import Processor
 from engine.store import keys
 from engine.store.base import OutboxEntry
-from engine.store.connect import connect
 from engine.store.redis import RedisStore
 from tests.clock import FakeClock
 
@@ -116,13 +115,6 @@ async def running(
         notifier.release.set()
         delivery.stop()
         await asyncio.wait_for(loop, 10)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 async def test_p0_and_escalations_ride_the_urgent_lanes_p3_first_pages_the_rest(store: RedisStore) -> None:

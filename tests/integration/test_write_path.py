@@ -2,7 +2,7 @@
 webhook, and a timeline in time order when delivery outcomes race state changes."""
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,13 +28,6 @@ from tests.integration.test_store import payload
 from tests.unit.escalation_helpers import POLICIES
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(await connect(redis_url))
-    yield s
-    await s.close()
 
 
 def conflicts(proc: Processor) -> float:

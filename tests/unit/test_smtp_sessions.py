@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import RetryableDeliveryError
 from engine.notifiers import smtp_sessions
+from engine.notifiers.email import EmailNotifier
 from tests.unit.test_notifier_email import (
     MESSAGE,
     Handler,
@@ -47,27 +48,31 @@ class Sessions(Handler):
         return reply
 
 
+def started(
+    smtp_server: StartServer, handler: Sessions, idle_sessions: int = smtp_sessions.MAX_IDLE, **server: Any
+) -> tuple[Sessions, int, EmailNotifier]:
+    """A server with `handler`, its port, and a notifier sending to it."""
+    port = smtp_server(handler, **server).port
+    return handler, port, notifier(port, idle_sessions=idle_sessions)
+
+
 def to(n: int) -> Any:
     return replace(MESSAGE, address=f"oncall-{n}@example.com")
 
 
 async def test_one_session_carries_mail_after_mail(smtp_server: StartServer) -> None:
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, port, sender = started(smtp_server, Sessions())
 
     for n in range(3):
         await sender.send(to(n))
 
     assert [e.rcpt_tos for e in handler.envelopes] == [[f"oncall-{n}@example.com"] for n in range(3)]
     assert len(set(handler.peers)) == 1  # one connection, one EHLO
-    assert open_sockets_to(server.port) == 1
+    assert open_sockets_to(port) == 1
 
 
 async def test_sends_at_once_each_get_a_session_and_only_some_are_kept(smtp_server: StartServer) -> None:
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port, idle_sessions=2)
+    handler, port, sender = started(smtp_server, Sessions(), idle_sessions=2)
 
     await asyncio.gather(*(sender.send(to(n)) for n in range(5)))
     assert len(set(handler.peers)) == 5
@@ -76,30 +81,27 @@ async def test_sends_at_once_each_get_a_session_and_only_some_are_kept(smtp_serv
 
     assert len(handler.envelopes) == 9 and len(set(handler.peers)) == 5
     await asyncio.sleep(0.1)  # the three not kept were QUIT in the background
-    assert open_sockets_to(server.port) == 2
+    assert open_sockets_to(port) == 2
 
 
 async def test_an_idle_session_is_quit_and_closed(
     smtp_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(smtp_sessions, "IDLE_S", 0.2)
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, port, sender = started(smtp_server, Sessions())
     await sender.send(to(1))
-    assert open_sockets_to(server.port) == 1
+    assert open_sockets_to(port) == 1
 
     await asyncio.sleep(0.5)
 
-    assert open_sockets_to(server.port) == 0  # without another send or aclose()
+    assert open_sockets_to(port) == 0  # without another send or aclose()
     await sender.send(to(2))  # a new session
     assert len(set(handler.peers)) == 2
 
 
 async def test_a_session_the_server_timed_out_is_replaced(smtp_server: StartServer) -> None:
-    handler = Sessions()
-    server = smtp_server(handler, timeout=0.2)  # aiosmtpd says 421 and closes an idle client
-    sender = notifier(server.port)
+    # aiosmtpd says 421 and closes a client idle for `timeout`
+    handler, _, sender = started(smtp_server, Sessions(), timeout=0.2)
     await sender.send(to(1))
 
     await asyncio.sleep(0.5)
@@ -112,9 +114,7 @@ async def test_a_session_the_server_timed_out_is_replaced(smtp_server: StartServ
 async def test_a_421_to_mail_on_a_kept_session_sends_on_a_new_one(smtp_server: StartServer) -> None:
     """The server closed the session just as it was taken: nothing was sent on it, so the mail goes
     once, on a new session, within the same send."""
-    handler = Sessions(refuse_second_mail=True)
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, _, sender = started(smtp_server, Sessions(refuse_second_mail=True))
     await sender.send(to(1))
 
     await sender.send(to(2))
@@ -126,9 +126,7 @@ async def test_a_421_to_mail_on_a_kept_session_sends_on_a_new_one(smtp_server: S
 async def test_a_failure_after_mail_is_not_sent_again_and_the_session_is_closed(
     smtp_server: StartServer,
 ) -> None:
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, port, sender = started(smtp_server, Sessions())
     await sender.send(to(1))
     handler.rcpt_reply = "450 4.2.1 Mailbox busy"
 
@@ -136,7 +134,7 @@ async def test_a_failure_after_mail_is_not_sent_again_and_the_session_is_closed(
         await sender.send(to(2))  # MAIL went through: the delivery retries, not the notifier
 
     assert sum(handler.mails_by_peer.values()) == 2
-    assert open_sockets_to(server.port) == 0  # not kept after a failure
+    assert open_sockets_to(port) == 0  # not kept after a failure
     handler.rcpt_reply = None
     await sender.send(to(3))
     assert len(set(handler.peers)) == 2
@@ -146,9 +144,7 @@ async def test_a_session_is_retired_after_max_mails(
     smtp_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(smtp_sessions, "MAX_MAILS", 2)
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, _, sender = started(smtp_server, Sessions())
 
     for n in range(5):
         await sender.send(to(n))
@@ -157,18 +153,16 @@ async def test_a_session_is_retired_after_max_mails(
 
 
 async def test_aclose_ends_every_session_and_keeps_none_after(smtp_server: StartServer) -> None:
-    handler = Sessions()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, port, sender = started(smtp_server, Sessions())
     await asyncio.gather(*(sender.send(to(n)) for n in range(3)))
-    assert open_sockets_to(server.port) == 3
+    assert open_sockets_to(port) == 3
 
     await sender.aclose()
-    assert open_sockets_to(server.port) == 0
+    assert open_sockets_to(port) == 0
 
     await sender.send(to(4))  # a send that was under way when the worker stopped
     await sender.aclose()
-    assert open_sockets_to(server.port) == 0
+    assert open_sockets_to(port) == 0
     assert len(handler.envelopes) == 4
 
 
@@ -188,9 +182,7 @@ async def test_a_drop_after_mail_on_a_kept_session_is_not_sent_again_at_once(
 ) -> None:
     """Past MAIL the server may have taken the mail: the send fails (the delivery's retry decides),
     rather than the notifier sending it again on a new session there and then."""
-    handler = HangsUpAfterData()
-    server = smtp_server(handler)
-    sender = notifier(server.port)
+    handler, _, sender = started(smtp_server, HangsUpAfterData())
     await sender.send(to(1))
 
     with pytest.raises(RetryableDeliveryError):
