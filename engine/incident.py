@@ -123,6 +123,15 @@ class Incident:
     def firing_count(self) -> int:
         return sum(self.counts().values())
 
+    def shown(self, limit: int) -> list[AlertState]:
+        """At most `limit` of the alerts read, the firing ones first, each kind oldest first: what a
+        page, the console and the API list (a large incident's are read in no particular order)."""
+
+        def rank(a: AlertState) -> tuple[bool, int]:
+            return a.status is not AlertStatus.FIRING, a.starts_at_ms
+
+        return sorted(self.alerts.values(), key=rank)[:limit]
+
     def set_alert(self, state: AlertState) -> None:
         """Add or replace one alert's state, keeping the aggregate in step."""
         counts = self.counts()

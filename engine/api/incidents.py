@@ -9,10 +9,13 @@ from engine.api.views import IncidentList, incident_detail, incident_view
 from engine.errors import IncidentNotFound, IngestError
 from engine.events import MANUAL_ACTIONS, Event, Reassign, Snooze, StatusUpdate
 from engine.manual import ManualIncident, target_problem
+from engine.messages import SHOWN_ALERTS
 from engine.policy.durations import parse_duration_ms
 from engine.policy.matchers import parse_matcher
 
 MAX_SNOOZE_MS = 30 * 86_400_000
+# alerts of one incident in an answer, by default and at most: `alert_count` says how many it holds
+DETAIL_ALERTS, MAX_ALERTS = 100, 1000
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -28,14 +31,15 @@ async def list_incidents(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise IngestError(f"label: {exc}", status=400) from None
     filtered = any(k in q for k in ("status", "severity", "label"))
-    incidents = await request.app[keys.store].list_incidents(1000 if filtered else limit)
+    # each with the alerts a page shows: a list costs the same however many an incident holds
+    incidents = await request.app[keys.store].list_incidents(1000 if filtered else limit, SHOWN_ALERTS)
     out = []
     for inc in incidents:
         if "status" in q and inc.status.value not in q["status"].split(","):
             continue
         if "severity" in q and inc.severity not in q["severity"].split(","):
             continue
-        labels = {k: v for a in inc.alerts.values() for k, v in a.labels.items()}
+        labels = {k: v for a in inc.alerts.values() for k, v in a.labels.items()}  # of those read
         if not all(m.matches(labels) for m in label_filters):
             continue
         out.append(incident_view(inc, _levels(request, inc.policy)))
@@ -51,7 +55,11 @@ def _levels(request: web.Request, policy: str) -> int | None:
 async def get_incident(request: web.Request) -> web.Response:
     store = request.app[keys.store]
     incident_id = request.match_info["id"]
-    inc = await store.load(incident_id)
+    text = request.query.get("alerts", str(DETAIL_ALERTS))
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and int(text) <= MAX_ALERTS):
+        expected = f"expected a whole number from 0 to {MAX_ALERTS}"
+        raise IngestError(f"alerts: {expected}, got {text[:40]!r}", status=400)
+    inc = await store.load_shown(incident_id, int(text))
     if inc is None:
         raise IncidentNotFound(incident_id)
     detail = incident_detail(inc, _levels(request, inc.policy), await store.timeline(incident_id))

@@ -349,9 +349,17 @@ def document() -> dict[str, Any]:
         "/api/v1/incidents/{id}": {
             "get": {
                 "operationId": "get_incident",
-                "summary": "One incident with its alerts and timeline",
-                "parameters": [INCIDENT_ID],
-                "responses": _answers("IncidentDetail", "The incident", 404, 503),
+                "summary": "One incident with its alerts (the firing ones first) and timeline",
+                "parameters": [
+                    INCIDENT_ID,
+                    {
+                        "name": "alerts",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
+                        "description": "alerts to include at most; alert_count counts them all",
+                    },
+                ],
+                "responses": _answers("IncidentDetail", "The incident", 400, 404, 503),
             }
         },
         **_actions(),

@@ -55,7 +55,9 @@ class IncidentView(TypedDict):
     updates: list[UpdateView]  # status updates, oldest first
     next_update_due_at: Stamp  # when the next status update is due (the severity's update_every)
     duplicates: int
-    alerts: list[AlertView]
+    alert_count: int  # every alert it holds
+    firing: int  # the firing ones among them
+    alerts: list[AlertView]  # some of them (see the request), the firing ones first
 
 
 class TimelineItem(TypedDict):
@@ -155,6 +157,8 @@ def incident_view(inc: Incident, levels: int | None = None) -> IncidentView:
         ],
         "next_update_due_at": _at(inc.update_due_ms),
         "duplicates": inc.duplicates,
+        "alert_count": inc.alert_total if inc.alert_total is not None else len(inc.alerts),
+        "firing": inc.firing_count(),
         "alerts": [
             {
                 "fingerprint": a.fingerprint,
@@ -166,7 +170,7 @@ def incident_view(inc: Incident, levels: int | None = None) -> IncidentView:
                 "ends_at": _at(a.ends_at_ms),
                 "generator_url": a.generator_url,
             }
-            for a in inc.alerts.values()
+            for a in inc.shown(len(inc.alerts))
         ],
     }
 

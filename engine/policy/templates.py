@@ -174,10 +174,8 @@ def common_annotations(inc: Incident) -> dict[str, str]:
 
 
 def shown_alerts(inc: Incident, limit: int = SHOWN_ALERTS) -> list[AlertState]:
-    """The alerts a message shows: at most `limit`, the firing ones first, each kind oldest first
-    (the store reads a large incident's alerts in no particular order)."""
-    order = sorted(inc.alerts.values(), key=lambda a: (a.status is not AlertStatus.FIRING, a.starts_at_ms))
-    return order[:limit]
+    """The alerts a message shows (see Incident.shown)."""
+    return inc.shown(limit)
 
 
 def _shared(maps: list[dict[str, str]]) -> dict[str, str]:

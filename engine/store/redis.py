@@ -287,17 +287,17 @@ class RedisStore(RedisOutbox):
         pair = [keys.incident(incident_id), keys.timeline(incident_id)]  # one hash slot
         await self._call("append timeline", lambda: self.scripts["append"](keys=pair, args=[entry.to_json()]))
 
-    async def list_incidents(self, limit: int) -> list[Incident]:
-        """The newest `limit` incidents across all shards."""
+    async def list_incidents(self, limit: int, alerts: int | None = None) -> list[Incident]:
+        """The newest `limit` incidents across all shards, each with every alert, or (`alerts`) with
+        at most that many as load_shown() reads them: a list costs the same whatever they hold."""
+        if alerts is not None:
+            newest = await self._run("list incidents", lambda: self._newest(limit))
+            found = await asyncio.gather(*(self.load_shown(incident_id, alerts) for _, incident_id in newest))
+            await self._forget([i for (_, i), inc in zip(newest, found, strict=True) if inc is None])
+            return [inc for inc in found if inc is not None]
 
         async def read() -> list[Incident]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(keys.SHARDS):
-                    pipe.zrevrange(keys.index(shard), 0, limit - 1, withscores=True)
-                per_shard = await pipe.execute()
-            newest = sorted(
-                ((score, member.decode()) for rows in per_shard for member, score in rows), reverse=True
-            )[:limit]
+            newest = await self._newest(limit)
             async with self.client.pipeline(transaction=False) as pipe:
                 for _, incident_id in newest:
                     pipe.hgetall(keys.incident(incident_id))
@@ -310,11 +310,25 @@ class RedisStore(RedisOutbox):
                     expired.append(incident_id)
                     continue
                 out.append(inc)
-            for incident_id in expired:
-                await self.client.zrem(keys.index(keys.shard_of_id(incident_id)), incident_id)
+            await self._forget(expired)
             return out
 
         return await self._run("list incidents", read)
+
+    async def _newest(self, limit: int) -> list[tuple[float, str]]:
+        """(created, id) of the newest `limit` incidents in the shards' indexes."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in range(keys.SHARDS):
+                pipe.zrevrange(keys.index(shard), 0, limit - 1, withscores=True)
+            per_shard = await pipe.execute()
+        return sorted(
+            ((score, member.decode()) for rows in per_shard for member, score in rows), reverse=True
+        )[:limit]
+
+    async def _forget(self, expired: list[str]) -> None:
+        """Index entries of incidents gone after the retention period."""
+        for incident_id in expired:
+            await self.client.zrem(keys.index(keys.shard_of_id(incident_id)), incident_id)
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         async def read() -> dict[tuple[str, str], int]:

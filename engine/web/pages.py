@@ -9,6 +9,7 @@ from engine.api.views import incident_detail
 from engine.errors import IncidentNotFound
 from engine.events import UPDATE_STATUSES
 from engine.feeds import feed_path
+from engine.messages import SHOWN_ALERTS
 from engine.policy.schedules import handoffs, oncall
 from engine.times import rfc3339
 from engine.web import charts, listing
@@ -16,6 +17,7 @@ from engine.web.base import page, render
 
 SNOOZE_CHOICES = ("15m", "30m", "1h", "2h", "4h", "8h", "24h")
 SCAN = 1000  # incidents read for the list and the reports (newest first)
+CONSOLE_ALERTS = 100  # alerts on an incident's page (the firing ones first); the count says the rest
 
 
 def now_ms(request: web.Request) -> int:
@@ -26,7 +28,7 @@ def now_ms(request: web.Request) -> int:
 async def incidents(request: web.Request) -> web.StreamResponse:
     policies = request.app[keys.policies]()
     f = listing.Filters.from_query(request.query)
-    found = await request.app[keys.store].list_incidents(SCAN)
+    found = await request.app[keys.store].list_incidents(SCAN, SHOWN_ALERTS)  # labels: of those read
     now = now_ms(request)
     kept = [inc for inc in found if listing.keep(inc, f)]
     kept.sort(key=lambda i: i.created_ms, reverse=True)
@@ -82,7 +84,7 @@ async def incident(request: web.Request) -> web.StreamResponse:
     store = request.app[keys.store]
     policies = request.app[keys.policies]()
     incident_id = request.match_info["id"]
-    inc = await store.load(incident_id)
+    inc = await store.load_shown(incident_id, CONSOLE_ALERTS)
     if inc is None:
         raise IncidentNotFound(incident_id)
     now = now_ms(request)
@@ -155,7 +157,7 @@ async def oncall_page(request: web.Request) -> web.StreamResponse:
 async def reports(request: web.Request) -> web.StreamResponse:
     policies = request.app[keys.policies]()
     now = now_ms(request)
-    read = await request.app[keys.store].list_incidents(SCAN)
+    read = await request.app[keys.store].list_incidents(SCAN, 0)  # the charts need no alert
     found = charts.in_window(read, now, 30)
     targets = {name: sev.ack_within for name, sev in policies.severities.items()}
     stats = charts.severity_stats(found, now, targets)
