@@ -19,6 +19,8 @@ from engine.events import (
     StatusUpdate,
     TimerFired,
     Unacknowledge,
+    alert_note,
+    coalesce_alert_notes,
 )
 from engine.incident import AlertState, FiringKey, Incident, Status
 from engine.policy.calendars import Calendar, next_open
@@ -280,6 +282,7 @@ def _alerts(incident: Incident | None, ev: AlertsReceived, now: int, policies: P
     old_severity, old_timer = inc.severity, inc.timer_ms
     for ra in ev.alerts:
         _apply_alert(inc, d, ra)
+    d.effects = coalesce_alert_notes(d.effects)
     inc.duplicates += d.duplicates
     if not d.changed:
         # only repeats: nothing to rewrite; the store bumps the incident's counter by d.duplicates
@@ -304,11 +307,10 @@ def _apply_alert(inc: Incident, d: Decision, ra: RoutedAlert) -> None:
     name = a.labels.get("alertname", a.fingerprint)
     if a.status is AlertStatus.RESOLVED:
         if known is None or known.status is AlertStatus.FIRING:
-            d.effects.append(Note(K.ALERT_RESOLVED, f"{name} ({a.fingerprint}) resolved", ALERTMANAGER))
-    elif known is None:
-        d.effects.append(Note(K.ALERT_JOINED, f"{name} ({a.fingerprint}) joined, firing", ALERTMANAGER))
+            d.effects.append(alert_note(K.ALERT_RESOLVED, name, a.fingerprint, ALERTMANAGER))
     else:
-        d.effects.append(Note(K.ALERT_REFIRED, f"{name} ({a.fingerprint}) firing again", ALERTMANAGER))
+        kind = K.ALERT_JOINED if known is None else K.ALERT_REFIRED
+        d.effects.append(alert_note(kind, name, a.fingerprint, ALERTMANAGER))
     inc.set_alert(_alert_state(ra))
     d.changed = True
 

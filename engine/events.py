@@ -148,6 +148,40 @@ class CancelTimer:
 
 Effect = Notify | Note | SetTimer | CancelTimer
 
+# one webhook's alerts joining, resolving or firing again: named one by one up to this many per
+# kind; past it, one entry says how many and names the first few (a fleet-wide outage's 2,000
+# alerts made 2,000 timeline entries, each written with the commit and shown in the console)
+ALERT_NOTES = 5
+_DID = {
+    EntryKind.ALERT_JOINED: "joined, firing",
+    EntryKind.ALERT_RESOLVED: "resolved",
+    EntryKind.ALERT_REFIRED: "firing again",
+}
+
+
+def alert_note(kind: EntryKind, name: str, fingerprint: str, actor: str) -> Note:
+    return Note(kind, f"{name} ({fingerprint}) {_DID[kind]}", actor)
+
+
+def coalesce_alert_notes(effects: list[Effect]) -> list[Effect]:
+    """`effects` with the per-alert notes of each kind past ALERT_NOTES made one, where the first was."""
+    per_kind: dict[EntryKind, list[Note]] = {}
+    for e in effects:
+        if isinstance(e, Note) and e.kind in _DID:
+            per_kind.setdefault(e.kind, []).append(e)
+    many = {kind: notes for kind, notes in per_kind.items() if len(notes) > ALERT_NOTES}
+    if not many:
+        return effects
+    out: list[Effect] = []
+    for e in effects:
+        if not (isinstance(e, Note) and e.kind in many):
+            out.append(e)
+        elif e is many[e.kind][0]:
+            notes, did = many[e.kind], _DID[e.kind]
+            named = ", ".join(n.text.removesuffix(f" {did}") for n in notes[:3])
+            out.append(Note(e.kind, f"{len(notes)} alerts {did}: {named} and {len(notes) - 3} more", e.actor))
+    return out
+
 
 @dataclass(slots=True)
 class Decision:
