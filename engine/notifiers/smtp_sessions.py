@@ -9,7 +9,8 @@ was accepted is between transactions (the 250 after DATA ended it) and starts th
   rest expire.
 - A session idle for `idle_s` is QUIT and closed: well inside the relays' own idle limits (a
   stressed Postfix drops an idle client after 10 s). One the server dropped anyway is seen as gone
-  before it is used, or fails its MAIL, which the notifier then sends on a new session.
+  before it is used, or fails its MAIL (a 421, a reset, or no answer within a QUIT's budget: a
+  flow a firewall dropped), and the notifier sends the mail on a new session.
 - Only a session whose mail was accepted comes back; after any failure it is closed. After
   `max_mails` mails a session is retired: relays cap the mails per connection.
 - `aclose()` QUITs and closes them all; no socket outlives it.
@@ -41,8 +42,11 @@ class Client(aiosmtplib.SMTP):
         self._closing: list[tuple[asyncio.BaseTransport, Callable[[], int] | None]] = []
         self.mails = 0  # accepted on this session
         self.in_transaction = False  # MAIL accepted for the mail now being sent
+        self.mail_timeout_s: float | None = None  # a kept session's MAIL: its answer, or it is gone
 
     async def mail(self, *args: Any, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        if self.mail_timeout_s is not None:  # a flow a firewall dropped silently never answers
+            kwargs["timeout"] = self.mail_timeout_s
         response = await super().mail(*args, **kwargs)
         self.in_transaction = True
         return response
@@ -82,10 +86,11 @@ class Client(aiosmtplib.SMTP):
 
 
 def gone(exc: BaseException) -> bool:
-    """The session was closed under us (421: the server is closing it): nothing was sent on it."""
+    """A kept session failed before its MAIL was accepted, so nothing was sent on it: closed
+    under us (421: the server is closing it), or MAIL unanswered within `mail_timeout_s`."""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return exc.code == 421
-    return isinstance(exc, ConnectionError)  # SMTPServerDisconnected is one
+    return isinstance(exc, ConnectionError | TimeoutError)  # SMTPServerDisconnected is the first
 
 
 class Sessions:
@@ -96,6 +101,7 @@ class Sessions:
     ) -> None:
         self.idle_s, self.max_idle, self.max_mails = IDLE_S, max_idle, MAX_MAILS
         self.quit_s, self.close_s = quit_s, close_s
+        self.mail_timeout_s = quit_s  # as short as a QUIT's: the session answered a moment ago
         self._idle: list[tuple[Client, float]] = []  # (session, idle since), the newest last
         self._shutting: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -111,6 +117,7 @@ class Sessions:
             client, _ = self._idle.pop()
             if client.is_connected:
                 client.in_transaction = False
+                client.mail_timeout_s = self.mail_timeout_s
                 return client
             self.retire(client)
         return None
