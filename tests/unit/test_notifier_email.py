@@ -674,29 +674,37 @@ async def test_a_server_that_never_lets_go_is_let_go(
 
 
 @dataclass
-class QuitNeverAnswered:
-    """An SMTP server that accepts the mail, then never answers QUIT."""
+class RawSmtp:
+    """A bare SMTP server on asyncio streams that stops answering where `hang(verb, mails)` says
+    (`mails`: the MAILs seen on this connection so far, this one included)."""
 
+    hang: Callable[[bytes, int], bool]
     port: int = 0
     seen: list[bytes] = field(default_factory=list)
+    received: int = 0
+    connections: int = 0
 
 
-@pytest.fixture
-async def quit_never_answered() -> AsyncIterator[QuitNeverAnswered]:
-    found = QuitNeverAnswered()
+@contextlib.asynccontextmanager
+async def raw_smtp(hang: Callable[[bytes, int], bool]) -> AsyncIterator[RawSmtp]:
+    found = RawSmtp(hang)
     handlers: list[asyncio.Task[Any]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        found.connections += 1
+        mails = 0
         writer.write(b"220 ready\r\n")
         try:
             while verb := (await reader.readline())[:4].upper():
                 found.seen.append(verb)
-                if verb == b"QUIT":
-                    await asyncio.sleep(30)  # no 221, no close
+                mails += verb == b"MAIL"
+                if found.hang(verb, mails):
+                    await asyncio.sleep(30)  # no answer, no close
                 writer.write(b"354 go on\r\n" if verb == b"DATA" else b"250 ok\r\n")
                 if verb == b"DATA":
                     await reader.readuntil(b"\r\n.\r\n")
+                    found.received += 1
                     writer.write(b"250 accepted\r\n")
         finally:
             writer.transport.abort()
@@ -713,8 +721,15 @@ async def quit_never_answered() -> AsyncIterator[QuitNeverAnswered]:
         await server.wait_closed()
 
 
+@pytest.fixture
+async def quit_never_answered() -> AsyncIterator[RawSmtp]:
+    """Accepts the mail, then never answers QUIT."""
+    async with raw_smtp(lambda verb, _: verb == b"QUIT") as server:
+        yield server
+
+
 async def test_an_accepted_mail_is_done_at_once_and_quit_ends_within_its_budget(
-    quit_never_answered: QuitNeverAnswered,
+    quit_never_answered: RawSmtp,
 ) -> None:
     """The worker cuts a send off at the deadline the notifier is given (the delivery timeout):
     were QUIT to run in it, an accepted mail could count as failed and be sent again. QUIT comes
@@ -733,7 +748,7 @@ async def test_an_accepted_mail_is_done_at_once_and_quit_ends_within_its_budget(
 
 
 async def test_the_notifiers_serve_builds_keep_to_the_delivery_timeout(
-    quit_never_answered: QuitNeverAnswered,
+    quit_never_answered: RawSmtp,
 ) -> None:
     """ESCALATION_DELIVERY_TIMEOUT_S reaches the notifiers (they kept a 10 s budget of their own)."""
     from engine.policy.channels import Channels  # local, as in test_secrets: the policy layer is optional

@@ -13,13 +13,14 @@ from engine.errors import RetryableDeliveryError
 from engine.notifiers import smtp_sessions
 from engine.notifiers.email import EmailNotifier
 from tests.unit.test_notifier_email import (
-    HOST,
     MESSAGE,
     Handler,
+    RawSmtp,
     StartServer,
     close_made,
     notifier,
     open_sockets_to,
+    raw_smtp,
     smtp_server,
 )
 
@@ -194,54 +195,16 @@ async def test_a_drop_after_mail_on_a_kept_session_is_not_sent_again_at_once(
     assert len(handler.envelopes) == 2 and len(set(handler.peers)) == 1
 
 
-@dataclass
-class StallsSecondMail:
-    """An SMTP server whose connections each take one mail, then never answer the next MAIL:
-    a kept session whose flow a firewall dropped without a reset."""
-
-    port: int = 0
-    received: int = 0
-    connections: int = 0
-
-
 @pytest.fixture
-async def stalls_second_mail() -> AsyncIterator[StallsSecondMail]:
-    found = StallsSecondMail()
-    handlers: list[asyncio.Task[Any]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
-        found.connections += 1
-        mails = 0
-        writer.write(b"220 ready\r\n")
-        try:
-            while verb := (await reader.readline())[:4].upper():
-                if verb == b"MAIL":
-                    mails += 1
-                    if mails == 2:
-                        await asyncio.sleep(30)  # no answer
-                writer.write(b"354 go on\r\n" if verb == b"DATA" else b"250 ok\r\n")
-                if verb == b"DATA":
-                    await reader.readuntil(b"\r\n.\r\n")
-                    found.received += 1
-                    writer.write(b"250 accepted\r\n")
-        finally:
-            writer.transport.abort()
-
-    server = await asyncio.start_server(serve, HOST, 0)
-    found.port = server.sockets[0].getsockname()[1]
-    try:
-        yield found
-    finally:
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        server.close()
-        await server.wait_closed()
+async def stalls_second_mail() -> AsyncIterator[RawSmtp]:
+    """Each connection takes one mail, then never answers the next MAIL: a kept session whose
+    flow a firewall dropped without a reset."""
+    async with raw_smtp(lambda verb, mails: verb == b"MAIL" and mails == 2) as server:
+        yield server
 
 
 async def test_a_kept_session_whose_mail_goes_unanswered_is_given_up_for_a_new_one(
-    stalls_second_mail: StallsSecondMail,
+    stalls_second_mail: RawSmtp,
 ) -> None:
     sender = notifier(stalls_second_mail.port, timeout_s=2)
     await sender.send(to(1))
