@@ -8,7 +8,7 @@ from engine.events import Action
 from engine.incident import Incident
 from engine.policy import templates
 from engine.policy.models import PolicySet
-from engine.policy.templates import SHOWN_ALERTS, common_labels, shown_alerts
+from engine.policy.templates import SHOWN_ALERTS, common_labels
 from engine.postmortem import review_due
 from engine.times import rfc3339
 
@@ -118,6 +118,7 @@ def build_message(
         if action is Action.RESOLVE
         else None
     )
+    listed = inc.shown(SHOWN_ALERTS)
     alerts = tuple(
         AlertSummary(
             fingerprint=a.fingerprint,
@@ -127,7 +128,7 @@ def build_message(
             starts_at=rfc3339(a.starts_at_ms),
             generator_url=a.generator_url,
         )
-        for a in shown_alerts(inc)
+        for a in listed
     )
 
     kind = template_kind(action, level)
@@ -147,6 +148,7 @@ def build_message(
         updates=inc.updates[:update] if update else inc.updates,  # UPDATE #n says what #n said
         note=note,
         review=(review_due(inc, policies.severities) or "") if kind == "resolve" else "",
+        shown=listed,
     )
     subject, body = templates.render(chosen, kind, ctx)
     _, html = templates.render(chosen, kind, ctx, html=True)

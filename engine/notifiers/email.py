@@ -248,9 +248,9 @@ class EmailNotifier:
         self._tls_context = tls_context
         if tls_context is None and (self._tls or self._starttls):
             self._tls_context = ssl.create_default_context()  # verifies certificate and host name
-        # QUIT and the close of a kept session run apart from any send, but within its budget too
-        quit_s, close_s = min(QUIT_TIMEOUT_S, timeout_s / 5), min(CLOSE_TIMEOUT_S, timeout_s / 10)
-        self._sessions = Sessions(max_idle=idle_sessions, quit_s=quit_s, close_s=close_s)
+        self._accept_s, quit_s, self._close_s = _budgets(timeout_s)
+        # QUIT and the close of a kept session run apart from any send, within the same shares
+        self._sessions = Sessions(max_idle=idle_sessions, quit_s=quit_s, close_s=self._close_s)
 
     def _credentials(self, what: str) -> tuple[str, str] | None:
         """(username, password), None for no AUTH; never puts the password in an error."""
@@ -301,7 +301,7 @@ class EmailNotifier:
             wire = mail.as_bytes()  # flattened once: send_message() would copy and re-fold it
         except (ValueError, TypeError, MessageError) as exc:
             raise PermanentDeliveryError(f"{what}: cannot build the email: {exc}") from exc
-        accept_s, close_s = _budgets(self._timeout_s)
+        accept_s, close_s = self._accept_s, self._close_s
         client: Client | None = None
         try:
             async with asyncio.timeout(accept_s):
@@ -353,12 +353,13 @@ async def _transaction(client: Client, envelope_from: str, address: str, wire: b
     await client.sendmail(envelope_from, [address], wire, mail_options=await _options(client, utf8))
 
 
-def _budgets(timeout_s: float) -> tuple[float, float]:
-    """Seconds to get the mail accepted, and to close a failed session: together within
-    `timeout_s` (the delivery's own deadline, 5 % kept for what the worker does around the
-    send), so a mail the server accepted is never cut off by that deadline and sent again."""
+def _budgets(timeout_s: float) -> tuple[float, float, float]:
+    """Seconds to get the mail accepted, for a kept session's QUIT, and to close a session:
+    accept and close together within `timeout_s` (the delivery's own deadline, 5 % kept for what
+    the worker does around the send), so a mail the server accepted is never cut off by that
+    deadline and sent again. QUIT's share also bounds a kept session's MAIL (smtp_sessions)."""
     close_s = min(CLOSE_TIMEOUT_S, timeout_s / 10)
-    return timeout_s * 0.95 - close_s, close_s
+    return timeout_s * 0.95 - close_s, min(QUIT_TIMEOUT_S, timeout_s / 5), close_s
 
 
 async def _options(client: aiosmtplib.SMTP, utf8: bool) -> list[str]:

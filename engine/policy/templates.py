@@ -173,11 +173,6 @@ def common_annotations(inc: Incident) -> dict[str, str]:
     return _shared([a.annotations for a in inc.alerts.values()])
 
 
-def shown_alerts(inc: Incident, limit: int = SHOWN_ALERTS) -> list[AlertState]:
-    """The alerts a message shows (see Incident.shown)."""
-    return inc.shown(limit)
-
-
 def _shared(maps: list[dict[str, str]]) -> dict[str, str]:
     if not maps:
         return {}
@@ -207,9 +202,11 @@ def context(
     links: dict[str, str] | None = None,
     note: str = "",
     review: str = "",
+    shown: list[AlertState] | None = None,
 ) -> dict[str, Any]:
-    """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based)."""
-    alerts = shown_alerts(inc)
+    """What a template sees: plain data only. `level` is the 0-based ladder level (shown 1-based).
+    `shown`: the alerts it lists, when the caller has them (default: Incident.shown)."""
+    alerts = inc.shown(SHOWN_ALERTS) if shown is None else shown
     common = common_labels(inc)
     lead = alerts[0] if alerts else None  # a firing one, if any is
     notes = lead.annotations if lead is not None else {}
