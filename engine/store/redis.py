@@ -156,14 +156,9 @@ class RedisStore(RedisOutbox):
         row = await self._call("load incident", lambda: shown(keys=[key], args=[limit, SHOWN_SCAN]))
         if not row:
             return None
-        pairs = row[3:]
-        prefix = len(ALERT)
-        alerts = {}
-        for name, value in zip(pairs[::2], pairs[1::2], strict=True):
-            fp = bytes(name)[prefix:].decode()
-            alerts[fp] = AlertState.from_json(fp, value)
-        inc = _incident(row[0] or 0, row[1], row[2], alerts)
-        if inc.common is None and (inc.alert_total or 0) > len(alerts):
+        fields = dict(zip(row[3::2], row[4::2], strict=True))  # the alerts read, as HGETALL names them
+        inc = from_hash({b"v": row[0] or b"0", b"d": row[1], b"n": row[2] or b"0", **fields})
+        if inc is not None and inc.common is None and (inc.alert_total or 0) > len(inc.alerts):
             return await self.load(incident_id)
         return inc
 
