@@ -251,8 +251,8 @@ class Metrics:
 
     def _precreate(self) -> None:
         """Known label combinations exist from the start, at 0, so rate() and alerts see them."""
-        for status in ("firing", "resolved"):
-            self.alerts.labels(status)
+        # each webhook counts its alerts: labels() hashes and locks on every call, so kept once
+        self.alerts_firing, self.alerts_resolved = (self.alerts.labels(s) for s in ("firing", "resolved"))
         for kind in CHANNEL_KINDS:
             self.notification_seconds.labels(kind.name)
             for action in Action:

@@ -78,9 +78,9 @@ async def _ingest(request: web.Request) -> web.Response:
     parsed = parse_body(await read_body(request), partial(parse_json, required=True))
     alerts = parsed.alerts
     if parsed.firing:
-        metrics.alerts.labels("firing").inc(parsed.firing)
+        metrics.alerts_firing.inc(parsed.firing)
     if len(alerts) > parsed.firing:
-        metrics.alerts.labels("resolved").inc(len(alerts) - parsed.firing)
+        metrics.alerts_resolved.inc(len(alerts) - parsed.firing)
     result = await app[keys.processor].ingest(alerts)
     metrics.duplicates.inc(result.duplicates)
     log.info(  # one line per webhook; request_id comes from the middleware's context

@@ -139,3 +139,25 @@ async def test_a_pooled_connection_the_server_dropped_is_retried_not_failed(redi
         assert replies == [b"v"] * 5
     finally:
         await s.close()
+
+
+async def test_connections_kept_between_pipelines_are_closed_with_the_store(redis_url: str) -> None:
+    """The batcher keeps its connections out of the pool between pipelines (a checkout costs a
+    lock and a timer each); closing the store must still close every one of them."""
+    watcher = await connect(redis_url)
+    s = RedisStore(await connect(redis_url))
+    try:
+        for _ in range(3):  # turns with pipelines side by side: several connections kept
+            await asyncio.gather(*(s.command("read", "GET", f"k{i}") for i in range(600)))
+        assert s.batcher is not None and s.batcher._kept
+        mine = {await s.command("id", "CLIENT", "ID") for _ in range(3)}
+        assert len(mine) == 1  # one turn after another: the same kept connection
+    finally:
+        await s.close()
+    for _ in range(50):  # the server sees a close a moment after the client made it
+        clients = (await watcher.execute_command("CLIENT", "LIST")).splitlines()
+        if len(clients) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert len(clients) == 1, clients  # only the watcher's own
+    await watcher.aclose()
