@@ -7,6 +7,7 @@ rewrite). Only a hint: the store checks every repeat itself, and a wrong guess c
 trip, after which the occurrence is forgotten and decided in full.
 """
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from engine.events import RoutedAlert
@@ -18,7 +19,9 @@ HELD_OCCURRENCES = 65_536  # hashes, about 6 MB at most
 class Held:
     def __init__(self, limit: int = HELD_OCCURRENCES) -> None:
         self.limit = limit
-        self._held: dict[int, None] = {}  # insertion order = age
+        # insertion order = age. An OrderedDict, not a dict: dropping a dict's oldest key scans
+        # past every key dropped before it since the last resize, ~20 µs at this size
+        self._held: OrderedDict[int, None] = OrderedDict()
 
     @staticmethod
     def occurrences(key: str, routed: Sequence[RoutedAlert]) -> list[int]:
@@ -42,4 +45,4 @@ class Held:
             if state is not None and state.status is ra.alert.status:
                 held[o] = None
         while len(held) > self.limit:
-            del held[next(iter(held))]
+            held.popitem(last=False)

@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -137,17 +138,18 @@ class Parsed:
 
 
 class _Bodies:
-    """Parsed bodies by digest, oldest first, within CACHED_BYTES of bodies."""
+    """Parsed bodies by digest, oldest first, within CACHED_BYTES of bodies. An OrderedDict: a
+    dict's oldest key is found by scanning past every key dropped since its last resize."""
 
     def __init__(self) -> None:
-        self.parsed: dict[bytes, Parsed] = {}
+        self.parsed: OrderedDict[bytes, Parsed] = OrderedDict()
         self.kept = 0  # bytes of the bodies held
 
     def keep(self, digest: bytes, found: Parsed) -> None:
         self.parsed[digest] = found
         self.kept += found.size
         while self.kept > CACHED_BYTES:
-            self.kept -= self.parsed.pop(next(iter(self.parsed))).size
+            self.kept -= self.parsed.popitem(last=False)[1].size
 
 
 _bodies = _Bodies()
