@@ -14,12 +14,18 @@ before the matrix existed).
 """
 
 import argparse
+import contextlib
+import os
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from bench import ingest, payloads, shipped, sinks
+from engine.store import keys as store_keys
 
 Progress = Callable[[str], None]
 Flat = dict[str, float | int | str | bool]
@@ -34,15 +40,19 @@ class Cell:
     mix: str  # new | mix
     alerts: int  # per webhook
     connections: int
+    # serve's worker (delivery, timers) stopped with SIGSTOP for the whole run: what the HTTP
+    # process alone takes, and how many notifications it decides per webhook for delivery to send
+    worker_paused: bool = False
 
     @property
     def key(self) -> str:
-        return f"ingest.{self.policy}.{self.mix}.a{self.alerts}.c{self.connections}"
+        paused = ".worker_paused" if self.worker_paused else ""
+        return f"ingest.{self.policy}.{self.mix}.a{self.alerts}.c{self.connections}{paused}"
 
     @property
     def alias(self) -> str | None:
         """The name the stripped 3-alert runs had before the matrix (other code reads it)."""
-        stripped_a3 = (self.policy, self.alerts) == ("stripped", 3)
+        stripped_a3 = (self.policy, self.alerts, self.worker_paused) == ("stripped", 3, False)
         return f"ingest.{self.mix}.c{self.connections}" if stripped_a3 else None
 
 
@@ -62,6 +72,7 @@ def _args(warmup: int, duration: int, connections: int) -> argparse.Namespace:
 
 
 def _line(name: str, cell: Cell, r: ingest.Result, extra: str = "") -> str:
+    name += " (worker paused)" if cell.worker_paused else ""
     return (
         f"ingest {name:8} {cell.mix:3} a{cell.alerts:<2} c{cell.connections:<3} {r.rps:8,.0f} webhooks/s "
         f"{r.rps * cell.alerts:8,.0f} alerts/s  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:7.1f} ms  "
@@ -87,6 +98,7 @@ def _engine_keys(cell: Cell, r: ingest.Result, echo: ingest.Result, seconds: int
         "ceiling_cpu_cores": echo.cpu.get("server", 0.0),
         "ratio_to_ceiling": round(r.rps / echo.rps, 4) if echo.rps else 0.0,
         "engine_cpu_cores": r.cpu.get("server", 0.0),  # the HTTP process
+        "engine_cpu_ms_per_webhook": round(1000 * r.cpu.get("server", 0.0) / r.rps, 3) if r.rps else 0.0,
         "worker_cpu_cores": r.cpu.get("worker", 0.0),  # serve's worker process: timers, delivery
         "redis_cpu_cores": r.cpu.get("redis", 0.0),
         "others_cpu_cores": r.cpu.get("others", 0.0),
@@ -112,15 +124,43 @@ def _engine_keys(cell: Cell, r: ingest.Result, echo: ingest.Result, seconds: int
     return {f"{cell.key}.{k}": v for k, v in flat.items()}
 
 
-def _engine_run(cell: Cell, sizes: Sizes, template: Path, tmp: Path) -> ingest.Result:
+def _engine_run(cell: Cell, sizes: Sizes, template: Path, tmp: Path) -> tuple[ingest.Result, Flat]:
+    """The cell's measurement, and with the worker paused, the notifications decided per webhook."""
     args = _args(sizes.warmup_s, sizes.duration_s, cell.connections)
     if cell.policy == "stripped":
-        with ingest.running(ENGINE) as server:
-            return ingest.measure(server, cell.mix, args, template, None)
+        with ingest.running(ENGINE) as server, _paused(server, cell.worker_paused) as decided:
+            return ingest.measure(server, cell.mix, args, template, None), decided
     with tempfile.TemporaryDirectory(prefix="shipped-", dir=tmp) as work, sinks.running(Path(work)) as sk:
         env = shipped.write(Path(work) / "policies", sk.urls)
         with ingest.running(ENGINE, env, Path(work) / "policies") as server:
-            return ingest.measure(server, cell.mix, args, template, None, sk)
+            with _paused(server, cell.worker_paused) as decided:
+                return ingest.measure(server, cell.mix, args, template, None, sk), decided
+
+
+@contextlib.contextmanager
+def _paused(server: ingest.Server, pause: bool) -> Iterator[Flat]:
+    """With `pause`, serve's worker is stopped (SIGSTOP) inside the block and continued after it.
+    Nothing then takes entries off the decided outbox, so its length when the block ends, over
+    the webhooks answered since start, is the notifications each webhook decided."""
+    found: Flat = {}
+    pid = server.worker_pid
+    if not pause or pid is None:
+        yield found
+        return
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield found
+        client = redis.Redis(unix_socket_path=str(server.data_dir / "redis.sock"))
+        try:
+            streams = [store_keys.stream(store_keys.DISPATCH, shard, lane)
+                       for shard in range(store_keys.SHARDS) for lane in store_keys.LANES]  # fmt: skip
+            decided = sum(int(client.xlen(name)) for name in streams)
+        finally:
+            client.close()
+        webhooks = ingest.counters(server.base)["escalation_webhook_requests_total"]
+        found["decided_notifications_per_webhook"] = round(decided / webhooks, 3) if webhooks else 0.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _ordered(cells: tuple[Cell, ...]) -> list[Cell]:
@@ -150,14 +190,17 @@ def run(sizes: Sizes, progress: Progress) -> Flat:
                     echoes[which] = ingest.measure(server, cell.mix, args, templates[cell.alerts], None)
                 progress(_line("echo", cell, echoes[which]))
             _quiet(quiet_s)
-            r = _engine_run(cell, sizes, templates[cell.alerts], Path(tmp))
+            r, decided = _engine_run(cell, sizes, templates[cell.alerts], Path(tmp))
             keys = _engine_keys(cell, r, echoes[which], sizes.duration_s)
+            keys |= {f"{cell.key}.{k}": v for k, v in decided.items()}
             flat |= keys
             if cell.alias:
                 flat |= {cell.alias + k.removeprefix(cell.key): v for k, v in keys.items()}
             extra = f"  ratio {keys[cell.key + '.ratio_to_ceiling']:.3f}"
             if cell.policy == "shipped":
                 extra += f"  {keys[cell.key + '.sink_requests']:,} deliveries at the sinks"
+            if cell.worker_paused:
+                extra += f"  {keys[cell.key + '.engine_cpu_ms_per_webhook']} ms HTTP CPU per webhook"
             progress(_line(cell.policy, cell, r, extra))
     flat |= {
         "ingest.warmup_s": sizes.warmup_s,

@@ -49,8 +49,10 @@ PLANS = {
         # mix at 3 alerts and 32 connections (the headline) first; not the whole cross product
         ingest_cells=(
             Cell("shipped", "mix", 3, 32),
+            Cell("shipped", "mix", 3, 32, worker_paused=True),  # what bounds the ratio
             Cell("stripped", "mix", 3, 32),
             Cell("shipped", "new", 3, 32),
+            Cell("shipped", "new", 3, 32, worker_paused=True),
             Cell("stripped", "new", 3, 32),
             Cell("shipped", "mix", 1, 32),
             Cell("stripped", "new", 1, 32),
@@ -106,7 +108,11 @@ PLANS = {
     ),
     "smoke": Plan(
         mode="smoke",
-        ingest_cells=(Cell("stripped", "mix", 3, 8), Cell("shipped", "mix", 3, 8)),
+        ingest_cells=(
+            Cell("stripped", "mix", 3, 8),
+            Cell("shipped", "mix", 3, 8),
+            Cell("shipped", "mix", 3, 8, worker_paused=True),
+        ),
         ingest_warmup_s=1,
         ingest_duration_s=2,
         ingest_echo_warmup_s=1,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from engine.events import RoutedAlert
 from engine.incident import Incident
 
-HELD_OCCURRENCES = 65_536  # hashes, about 6 MB at most
+HELD_OCCURRENCES = 65_536  # hashes, about 8 MB at most (5 MB as a plain dict)
 
 
 class Held:

@@ -119,3 +119,12 @@ def check_ingest(results: dict[str, Any], markdown: str) -> None:
         assert results[key.replace("ratio_to_ceiling", "webhooks_per_s")] > 0
     assert "sink deliveries" in markdown
     assert "ingest.shipped.mix.a3." in markdown
+
+    # the same shipped cell with serve's worker stopped: nothing sent, what was decided counted
+    paused = "ingest.shipped.mix.a3.c8.worker_paused"
+    assert results[paused + ".webhooks_per_s"] > 0
+    assert results[paused + ".worker_cpu_cores"] == 0  # stopped for the whole measured window
+    assert results[paused + ".sink_requests"] == 0
+    assert results[paused + ".decided_notifications_per_webhook"] > 0
+    assert results[paused + ".engine_cpu_ms_per_webhook"] > 0
+    assert "What bounds the ratio" in markdown
