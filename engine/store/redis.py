@@ -5,7 +5,9 @@ Incidents, timelines and timers here; the outbox in outbox.py; the client and sc
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 from engine.alerts import Alert
 from engine.errors import ConflictError, StoreError
@@ -24,6 +26,7 @@ __all__ = ["AnyRedis", "Observer", "RedisStore", "raise_if_cancelling"]
 ALERT = keys.ALERT_FIELD
 SHOWN_SCAN = 1_000  # alert fields load_shown() looks at, at most, for the firing ones
 CLUSTER_CALLS = 16  # scripts in flight at once for one caller on Cluster, where each key is its own
+T = TypeVar("T")
 
 
 def _incident(
@@ -208,10 +211,15 @@ class RedisStore(RedisOutbox):
         one script for them all on a standalone Redis, one per key (its own slot) on Cluster."""
         if self.batcher is not None:
             return await self._repeats(groups)
-        out: list[str | None] = []
-        for first in range(0, len(groups), CLUSTER_CALLS):  # bounded, like the ingest slots
-            chunk = groups[first : first + CLUSTER_CALLS]
-            out += [found for [found] in await asyncio.gather(*(self._repeats([g]) for g in chunk))]
+        return [found for [found] in await self._side_by_side([partial(self._repeats, [g]) for g in groups])]
+
+    async def _side_by_side(self, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+        """Every call's result, in order: all at once where the batcher pipelines them, at most
+        CLUSTER_CALLS in flight on Cluster (each its own script call and connection there)."""
+        size = len(calls) if self.batcher is not None else CLUSTER_CALLS
+        out: list[T] = []
+        for first in range(0, len(calls), max(size, 1)):
+            out += await asyncio.gather(*(call() for call in calls[first : first + size]))
         return out
 
     async def _repeats(self, groups: Sequence[tuple[str, Sequence[Alert]]]) -> list[str | None]:
@@ -287,7 +295,7 @@ class RedisStore(RedisOutbox):
         at most that many as load_shown() reads them: a list costs the same whatever they hold."""
         if alerts is not None:
             newest = await self._run("list incidents", lambda: self._newest(limit))
-            found = await asyncio.gather(*(self.load_shown(incident_id, alerts) for _, incident_id in newest))
+            found = await self._side_by_side([partial(self.load_shown, i, alerts) for _, i in newest])
             await self._forget([i for (_, i), inc in zip(newest, found, strict=True) if inc is None])
             return [inc for inc in found if inc is not None]
 

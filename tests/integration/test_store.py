@@ -18,6 +18,7 @@ from engine.metrics import Metrics
 from engine.processor import Processor
 from engine.scheduler import Scheduler
 from engine.store import keys
+from engine.store import redis as redis_module
 from engine.store.base import OutboxEntry
 from engine.store.connect import connect
 from engine.store.redis import RedisStore
@@ -205,3 +206,36 @@ async def test_a_late_timeline_entry_for_a_gone_incident_leaves_no_key_behind(st
     entry = TimelineEntry(1_800_000_000_000, EntryKind.DELIVERED, "engine", "sent after the incident expired")
     await store.append_timeline("3-1733100000000-0", entry)
     assert await store.client.exists(keys.timeline("3-1733100000000-0")) == 0
+
+
+async def test_a_list_with_alerts_on_a_cluster_reads_a_bounded_number_of_incidents_at_once(
+    redis_cluster_url: str,
+) -> None:
+    """On Cluster each incident's read is its own script call on its own connection: a list of
+    hundreds must not open hundreds of connections at once."""
+    clock = FakeClock()
+    store = RedisStore(await connect(redis_cluster_url))
+    try:
+        proc = processor(store, clock)
+        for i in range(40):
+            await proc.ingest(parse_payload(payload("01-firing-single.json", groupKey=f"g{i}"))[1])
+            clock.advance(1)
+        in_flight, most = 0, 0
+        real = store.load_shown
+
+        async def counted(incident_id: str, limit: int) -> object:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await real(incident_id, limit)
+            finally:
+                in_flight -= 1
+
+        store.load_shown = counted  # type: ignore[assignment,method-assign]
+        listed = await store.list_incidents(100, alerts=5)
+        assert len(listed) == 40
+        assert [i.created_ms for i in listed] == sorted((i.created_ms for i in listed), reverse=True)
+        assert most == redis_module.CLUSTER_CALLS
+    finally:
+        await store.close()
