@@ -296,10 +296,12 @@ def measure(
             "worker": server.worker_pid}  # fmt: skip
     if sinks is not None:
         pids["sinks"] = sinks.pid
+    # counters first: with the worker paused (bench/ingest_matrix.py) a scrape waits 2 s for it,
+    # which must not fall between the CPU readings and the window they are divided by
+    before = counters(server.base) if server.target.kind == "engine" else {}
     before_cpu = {k: cpu_seconds(p) for k, p in pids.items()}
     before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_all = busy_cores_total()
-    before = counters(server.base) if server.target.kind == "engine" else {}
     before_sinks = sinks.counts() if sinks is not None else {}
     spy = None
     if profile is not None and pids["server"] is not None:

@@ -132,9 +132,9 @@ def _engine_run(cell: Cell, sizes: Sizes, template: Path, tmp: Path) -> tuple[in
             return ingest.measure(server, cell.mix, args, template, None), decided
     with tempfile.TemporaryDirectory(prefix="shipped-", dir=tmp) as work, sinks.running(Path(work)) as sk:
         env = shipped.write(Path(work) / "policies", sk.urls)
-        with ingest.running(ENGINE, env, Path(work) / "policies") as server:
-            with _paused(server, cell.worker_paused) as decided:
-                return ingest.measure(server, cell.mix, args, template, None, sk), decided
+        policies = Path(work) / "policies"
+        with ingest.running(ENGINE, env, policies) as server, _paused(server, cell.worker_paused) as decided:
+            return ingest.measure(server, cell.mix, args, template, None, sk), decided
 
 
 @contextlib.contextmanager
@@ -143,10 +143,12 @@ def _paused(server: ingest.Server, pause: bool) -> Iterator[Flat]:
     Nothing then takes entries off the decided outbox, so its length when the block ends, over
     the webhooks answered since start, is the notifications each webhook decided."""
     found: Flat = {}
-    pid = server.worker_pid
-    if not pause or pid is None:
+    if not pause:
         yield found
         return
+    pid = server.worker_pid
+    if pid is None:
+        raise RuntimeError("serve has no worker process to pause")
     os.kill(pid, signal.SIGSTOP)
     try:
         yield found

@@ -363,7 +363,8 @@ def render(flat: Flat, command: str) -> str:
     ]
     if notes:
         lines += [*notes, ""]
-    lines += _ingest(f) + report_more.limits(f) + _timers(f) + _memory(f) + _repeats(f) + _e2e(f) + report_more.sections(f)
+    lines += _ingest(f) + report_more.limits(f) + _timers(f) + _memory(f) + _repeats(f) + _e2e(f)
+    lines += report_more.sections(f)
     lines += [
         "## Caveats",
         "",

@@ -16,6 +16,7 @@ from typing import Any
 
 from hiredis import pack_command
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 Arg = str | int | bytes
@@ -40,6 +41,13 @@ class Batcher:
         self._pending: list[tuple[list[Arg], str, bool, asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._kept: list[Any] = []  # healthy connections, checked out of the pool and not returned
+        pool = client.connection_pool
+        # at most a quarter of the pool, so callers that use the pool directly still find room;
+        # none behind Sentinel: the pool closes only its idle connections when the master moves,
+        # and a kept one could go on reading from the demoted master
+        self._keep = (
+            0 if hasattr(pool, "get_master_address") else min(KEPT_CONNECTIONS, pool.max_connections // 4)
+        )
         self.wait: tuple[int, int] | None = None  # (replicas, timeout ms) to WAIT for, if any
         self.timeout_s: float | None = client.connection_pool.connection_kwargs.get("socket_timeout")
 
@@ -105,20 +113,41 @@ class Batcher:
         connection is retried as the client's pipeline would (its Retry: a Redis restart, a
         Sentinel failover's READONLY)."""
         pool = self.client.connection_pool
-        conn = self._kept.pop() if self._kept else await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await self._connection()
         try:
             replies: list[Any] = await conn.retry.call_with_retry(
                 lambda: self._exchange(conn, commands), lambda error: conn.disconnect()
             )
         except BaseException:
-            await conn.disconnect()  # replies may still be owed: the next user must not read them
-            await pool.release(conn)
+            try:
+                await conn.disconnect()  # replies may still be owed: the next user must not read them
+            finally:
+                await pool.release(conn)
             raise
-        if len(self._kept) < KEPT_CONNECTIONS and not conn.should_reconnect():
+        if len(self._kept) < self._keep and not conn.should_reconnect():
             self._kept.append(conn)  # still counted as in use by the pool, which closes it at the end
         else:
             await pool.release(conn)
         return replies
+
+    async def _connection(self) -> Any:
+        """A kept connection, or one from the pool. A kept one the server closed (a restart, a
+        client timeout) is closed here too, and connects again as it sends, instead of failing
+        its first try. (redis-py 8's pool skips this check while maintenance notifications are
+        on, as they are by default, so its connections are not checked either.)"""
+        pool = self.client.connection_pool
+        if not self._kept:
+            return await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._kept.pop()
+        try:
+            if await conn.can_read():  # at EOF (or, never expected, with bytes nobody asked for)
+                await conn.disconnect()
+        except RedisConnectionError:  # already closed: can_read() disconnected it
+            pass
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return conn
 
     async def _exchange(self, conn: Any, commands: list[list[Arg]]) -> list[Any]:
         callbacks = self.client.response_callbacks

@@ -216,9 +216,9 @@ class RedisStore(RedisOutbox):
     async def _side_by_side(self, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
         """Every call's result, in order: all at once where the batcher pipelines them, at most
         CLUSTER_CALLS in flight on Cluster (each its own script call and connection there)."""
-        size = len(calls) if self.batcher is not None else CLUSTER_CALLS
+        size = max(len(calls), 1) if self.batcher is not None else CLUSTER_CALLS
         out: list[T] = []
-        for first in range(0, len(calls), max(size, 1)):
+        for first in range(0, len(calls), size):
             out += await asyncio.gather(*(call() for call in calls[first : first + size]))
         return out
 

@@ -145,19 +145,55 @@ async def test_connections_kept_between_pipelines_are_closed_with_the_store(redi
     """The batcher keeps its connections out of the pool between pipelines (a checkout costs a
     lock and a timer each); closing the store must still close every one of them."""
     watcher = await connect(redis_url)
+
+    async def clients() -> set[bytes]:
+        listed = await watcher.execute_command("CLIENT", "LIST")
+        return {line.split()[0] for line in listed.splitlines()}  # id=N
+
+    try:
+        before = await clients()
+        s = RedisStore(await connect(redis_url))
+        try:
+            for _ in range(3):  # turns with pipelines side by side: several connections kept
+                await asyncio.gather(*(s.command("read", "GET", f"k{i}") for i in range(600)))
+            assert s.batcher is not None and s.batcher._kept
+            mine = {await s.command("id", "CLIENT", "ID") for _ in range(3)}
+            assert len(mine) == 1  # one turn after another: the same kept connection
+            assert await clients() - before
+        finally:
+            await s.close()
+        for _ in range(50):  # the server sees a close a moment after the client made it
+            left = await clients() - before
+            if not left:
+                break
+            await asyncio.sleep(0.02)
+        assert not left, left
+    finally:
+        await watcher.aclose()
+
+
+async def test_a_kept_connection_the_server_closed_is_connected_again_before_use(redis_url: str) -> None:
+    """As the pool checks the connections it hands out: a kept one that the server closed (a
+    restart, a client timeout) is connected again, not tried and retried."""
     s = RedisStore(await connect(redis_url))
     try:
-        for _ in range(3):  # turns with pipelines side by side: several connections kept
-            await asyncio.gather(*(s.command("read", "GET", f"k{i}") for i in range(600)))
+        await s.client.set("k", "v")
+        assert await s.command("read", "GET", "k") == b"v"
         assert s.batcher is not None and s.batcher._kept
-        mine = {await s.command("id", "CLIENT", "ID") for _ in range(3)}
-        assert len(mine) == 1  # one turn after another: the same kept connection
+        killer = await connect(redis_url)
+        await killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await killer.aclose()
+        await asyncio.sleep(0.05)
+        tries = 0
+        real = s.batcher._exchange
+
+        async def counted(conn: Any, commands: list[Any]) -> list[Any]:
+            nonlocal tries
+            tries += 1
+            return await real(conn, commands)
+
+        s.batcher._exchange = counted  # type: ignore[method-assign]
+        assert await s.command("read", "GET", "k") == b"v"
+        assert tries == 1
     finally:
         await s.close()
-    for _ in range(50):  # the server sees a close a moment after the client made it
-        clients = (await watcher.execute_command("CLIENT", "LIST")).splitlines()
-        if len(clients) == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert len(clients) == 1, clients  # only the watcher's own
-    await watcher.aclose()

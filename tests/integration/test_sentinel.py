@@ -84,6 +84,10 @@ async def test_the_store_follows_the_master_the_sentinels_promote(
                 await asyncio.sleep(0.2)
         texts = [e.text for e in await store.timeline("0-aaaaaaaaaaaa")]
         assert texts[-1] == "after the failover"  # written to the promoted replica
+        # the batcher keeps no connection here: the pool closes only its idle ones when the
+        # master moves, and a kept one could go on reading from a demoted master
+        await asyncio.gather(*(store.command("read", "GET", f"k{i}") for i in range(300)))
+        assert store.batcher is not None and not store.batcher._kept
     finally:
         await store.close()
 

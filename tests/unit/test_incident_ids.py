@@ -24,9 +24,11 @@ def test_a_forked_child_does_not_hand_out_its_parents_next_ids() -> None:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, then out without running the test process's exit
-        os.close(read)
-        os.write(write, " ".join(keys.new_incident_id(0) for _ in range(5)).encode())
-        os._exit(0)
+        try:
+            os.close(read)
+            os.write(write, " ".join(keys.new_incident_id(0) for _ in range(5)).encode())
+        finally:
+            os._exit(0)  # never a second pytest, whatever happened
     os.close(write)
     with os.fdopen(read) as pipe:
         childs = set(pipe.read().split())
