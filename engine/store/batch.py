@@ -49,7 +49,7 @@ class Batcher:
             0 if hasattr(pool, "get_master_address") else min(KEPT_CONNECTIONS, pool.max_connections // 4)
         )
         self.wait: tuple[int, int] | None = None  # (replicas, timeout ms) to WAIT for, if any
-        self.timeout_s: float | None = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self.timeout_s: float | None = pool.connection_kwargs.get("socket_timeout")
 
     def command(self, *args: Arg) -> "asyncio.Future[Any]":
         """Queue one command; the future is its reply (or its error)."""
